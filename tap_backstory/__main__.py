@@ -1,0 +1,3 @@
+from tap_backstory.tap import main
+
+main()

@@ -1,0 +1,180 @@
+"""Shared HTTP base for both vendors: one session, retries with backoff, API-aware errors without secrets."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import typing as t
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+LOGGER = logging.getLogger("tap-backstory")
+
+RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+TRANSPORT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+DEFAULT_TIMEOUT = (10, 300)  # (connect, read) seconds
+MAX_BACKOFF_SECONDS = 60.0
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class TapBackstoryError(Exception):
+    """An error the user can act on; its message is one line and carries no secret."""
+
+
+class ConfigError(TapBackstoryError):
+    """The config is invalid; raised before any request."""
+
+
+class ApiError(TapBackstoryError):
+    """The API refused a request (the message holds the method, the path and the server's message)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetriableError(ApiError):
+    """A transient failure (429, 5xx, dropped connection): worth waiting and trying again."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def server_message(response: requests.Response) -> str:
+    """The vendor's error text: Backstory `{"error","message"}`, ContactBased `{"detail"}`, else the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return " ".join(response.text.split())[:300] or response.reason or "no message"
+    if isinstance(body, dict):
+        detail = body.get("message") or body.get("detail")
+        if isinstance(detail, list):  # FastAPI validation errors: [{"loc", "msg", "type"}]
+            detail = "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in detail)
+        name = body.get("error")
+        if detail and name:
+            return f"{name}: {detail}"
+        if detail or name:
+            return str(detail or name)
+    return " ".join(str(body).split())[:300]
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def backoff_delay(attempt: int, retry_after: float | None = None, base: float = 1.0) -> float:
+    """Seconds to wait before try `attempt + 1`: the server's Retry-After, else exponential with jitter."""
+    if retry_after is not None:
+        return min(retry_after, MAX_BACKOFF_SECONDS)
+    return min(MAX_BACKOFF_SECONDS, base * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+class ApiClient:
+    """One vendor's HTTP API: base URL, authentication, retries and error classification.
+
+    `auth` is a callable that adds credentials to a prepared request (headers only, never the URL) and may
+    expose `invalidate()`; a 401 then renews the credential once before failing.
+    """
+
+    max_tries = 6
+
+    def __init__(self, base_url: str, auth: t.Any, *, vendor: str, pool_size: int = 8) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self.vendor = vendor
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = "tap-backstory"
+        self._lock = threading.Lock()
+        self.request_count = 0
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: t.Any = None,
+        params: dict | None = None,
+        stream: bool = False,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        retry: bool = True,
+    ) -> requests.Response:
+        """Send one request, retrying transient failures; return the successful response."""
+        attempt = 0
+        renewed = False
+        while True:
+            try:
+                return self._send_once(method, path, json=json, params=params, stream=stream, timeout=timeout)
+            except RetriableError as exc:
+                attempt += 1
+                if not retry or attempt >= self.max_tries:
+                    raise ApiError(f"{exc} (gave up after {attempt} tries)", exc.status) from None
+                delay = backoff_delay(attempt - 1, exc.retry_after)
+                LOGGER.warning("%s; retrying in %.1fs (try %d of %d)", exc, delay, attempt + 1, self.max_tries)
+                time.sleep(delay)
+            except ApiError as exc:
+                if exc.status == 401 and not renewed and hasattr(self.auth, "invalidate"):
+                    renewed = True
+                    LOGGER.info("%s %s answered 401; renewing the credential once", method, path)
+                    self.auth.invalidate()
+                    continue
+                raise
+
+    def _send_once(self, method: str, path: str, **kwargs: t.Any) -> requests.Response:
+        request = requests.Request(method, self.url(path), json=kwargs["json"], params=kwargs["params"])
+        prepared = self.session.prepare_request(request)
+        prepared = self.auth(prepared)
+        with self._lock:
+            self.request_count += 1
+        try:
+            response = self.session.send(prepared, stream=kwargs["stream"], timeout=kwargs["timeout"])
+        except TRANSPORT_ERRORS as exc:
+            raise RetriableError(f"{method} {path} failed: {type(exc).__name__}") from None
+        self.validate_response(response, method, path)
+        return response
+
+    def validate_response(self, response: requests.Response, method: str, path: str) -> None:
+        """Classify a response: success passes; 429/5xx are retriable; other errors are fatal and explained."""
+        if response.status_code < 400:
+            return
+        message = server_message(response)
+        response.close()
+        where = f"{self.vendor} {method} {path}"
+        if response.status_code in RETRIABLE_STATUSES:
+            raise RetriableError(
+                f"{where} answered {response.status_code}: {message}",
+                response.status_code,
+                retry_after_seconds(response),
+            )
+        hint = {
+            401: "check the credentials",
+            403: "the account is not allowed to do this",
+            404: "not found",
+            413: "payload too large",
+        }.get(response.status_code)
+        suffix = f" ({hint})" if hint else ""
+        raise ApiError(f"{where} answered {response.status_code}: {message}{suffix}", response.status_code)

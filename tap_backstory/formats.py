@@ -1,0 +1,251 @@
+"""Streaming parsers (JSON Lines, JSON array, CSV) and schema-driven record shaping.
+
+Everything reads from a binary file object line by line, so memory stays flat whatever the export size.
+Bad data raises `DataError` with the source and line number: loading wrong values silently is worse than
+stopping the window (its bookmark is then not advanced).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import typing as t
+
+from tap_backstory.client import TapBackstoryError
+
+LOGGER = logging.getLogger("tap-backstory")
+EXTRA_KEY = "_extra"
+
+
+class DataError(TapBackstoryError):
+    """The server sent data the tap cannot read correctly."""
+
+
+def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
+    """Records of a JSON Lines body, or of a body holding one JSON array (or an object wrapping one)."""
+    first = _peek_first_byte(stream)
+    if first == b"":
+        return
+    if first in (b"[", b"{") and _looks_like_single_document(stream, first):
+        yield from _read_json_document(stream, source)
+        return
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise DataError(
+                f"{source}: line {number} is not valid JSON ({exc.msg}); the export is truncated or corrupt"
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(f"{source}: line {number} is not a JSON object")
+        yield record
+
+
+def _peek_first_byte(stream: t.BinaryIO) -> bytes:
+    peek = getattr(stream, "peek", None)
+    data = peek(64) if peek else b""
+    stripped = data.lstrip()
+    return stripped[:1]
+
+
+def _looks_like_single_document(stream: t.BinaryIO, first: bytes) -> bool:
+    """JSON Lines also starts with `{`; a single document is `[` or an object spanning several lines."""
+    if first == b"[":
+        return True
+    head = stream.peek(65536)  # type: ignore[attr-defined]
+    line_end = head.find(b"\n")
+    if line_end == -1:
+        return False  # one line: a one-record JSON Lines file reads the same either way
+    try:
+        json.loads(head[:line_end])
+    except ValueError:
+        return True  # the first line is not a whole object: a pretty-printed document
+    return False
+
+
+def _read_json_document(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
+    """Stream the objects of a top-level JSON array (or of the first array inside a wrapping object)."""
+    decoder = json.JSONDecoder()
+    text = io.TextIOWrapper(stream, encoding="utf-8")
+    buffer = ""
+    position = 0
+    in_array = False
+    eof = False
+
+    def fill() -> bool:
+        nonlocal buffer, position, eof
+        chunk = text.read(1 << 20)
+        if not chunk:
+            eof = True
+            return False
+        buffer = buffer[position:] + chunk
+        position = 0
+        return True
+
+    fill()
+    while True:
+        while position < len(buffer) and buffer[position] in " \t\r\n,":
+            position += 1
+        if position >= len(buffer):
+            if eof or not fill():
+                break
+            continue
+        char = buffer[position]
+        if not in_array:
+            found = buffer.find("[", position)
+            if found == -1:
+                if not fill():
+                    raise DataError(f"{source}: no JSON array of records found")
+                continue
+            position, in_array = found + 1, True
+            continue
+        if char == "]":
+            return
+        try:
+            record, end = decoder.raw_decode(buffer, position)
+        except ValueError:
+            if fill():
+                continue
+            raise DataError(f"{source}: JSON array is truncated or corrupt near byte {position}") from None
+        position = end
+        if not isinstance(record, dict):
+            raise DataError(f"{source}: array item is not a JSON object")
+        yield record
+    if in_array:
+        raise DataError(f"{source}: JSON array is not closed; the export is truncated")
+
+
+def read_csv_records(stream: t.BinaryIO, source: str) -> t.Iterator[tuple[int, dict]]:
+    """(line number, raw row) pairs of a CSV body with a header row; quoted newlines are kept."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text, strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{source}: line {reader.line_num} has {len(row)} fields, the header has {len(header)}")
+            yield reader.line_num, dict(zip(header, row, strict=True))
+    except csv.Error as exc:
+        raise DataError(f"{source}: line {reader.line_num} is not valid CSV ({exc})") from None
+
+
+class RecordShaper:
+    """Makes a raw API record match its stream schema.
+
+    - Top-level keys the schema does not declare move into `_extra` (logged once per stream), so new API
+      fields are never dropped silently.
+    - Date-time strings without an offset (Backstory sends `2022-07-11T00:00:00`, in UTC) get a `Z`.
+    - `coerce()` types the all-string cells of a CSV row by the schema: integers, numbers, booleans,
+      date-times, and empty cells as null.
+    """
+
+    def __init__(self, schema: dict, stream_name: str) -> None:
+        self.stream_name = stream_name
+        self.properties: dict = schema.get("properties", {})
+        self.declared = frozenset(self.properties)
+        self.datetime_fields = tuple(
+            name for name, spec in self.properties.items() if spec.get("format") == "date-time"
+        )
+        self._warned_extra = False
+        self._converters = {name: _converter_for(spec) for name, spec in self.properties.items()}
+
+    def shape(self, record: dict) -> dict:
+        undeclared = record.keys() - self.declared
+        if undeclared:
+            extra = record.get(EXTRA_KEY) if isinstance(record.get(EXTRA_KEY), dict) else {}
+            for key in undeclared:
+                extra[key] = record.pop(key)
+            record[EXTRA_KEY] = extra
+            if not self._warned_extra:
+                self._warned_extra = True
+                LOGGER.warning(
+                    "%s: the API sent fields this schema does not declare (%s); they are kept in `_extra`",
+                    self.stream_name,
+                    ", ".join(sorted(undeclared)),
+                )
+        for name in self.datetime_fields:
+            value = record.get(name)
+            if isinstance(value, str) and len(value) == 19 and value[10] == "T":
+                record[name] = value + "Z"
+        return record
+
+    def coerce(self, row: dict, source: str, line: int) -> dict:
+        record = {}
+        for key, value in row.items():
+            convert = self._converters.get(key)
+            if value == "":
+                record[key] = None
+            elif convert is None:
+                record[key] = value
+            else:
+                try:
+                    record[key] = convert(value)
+                except ValueError:
+                    raise DataError(
+                        f"{source}: line {line}: column {key!r} has {value!r}, which is not "
+                        f"a valid {_type_name(self.properties[key])}"
+                    ) from None
+        return self.shape(record)
+
+
+def _type_name(spec: dict) -> str:
+    types = [name for name in _types(spec) if name != "null"]
+    return spec.get("format") or (types[0] if types else "value")
+
+
+def _types(spec: dict) -> list[str]:
+    declared = spec.get("type", [])
+    return [declared] if isinstance(declared, str) else list(declared)
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "t", "1", "yes"):
+        return True
+    if lowered in ("false", "f", "0", "no"):
+        return False
+    raise ValueError(value)
+
+
+def _parse_int(value: str) -> int:
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(value)
+    return int(number)
+
+
+def _parse_datetime(value: str) -> str:
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_date(value: str) -> str:
+    return dt.date.fromisoformat(value).isoformat()
+
+
+def _converter_for(spec: dict) -> t.Callable[[str], t.Any] | None:
+    types = _types(spec)
+    if "integer" in types:
+        return _parse_int
+    if "number" in types:
+        return float
+    if "boolean" in types:
+        return _parse_bool
+    if spec.get("format") == "date-time":
+        return _parse_datetime
+    if spec.get("format") == "date":
+        return _parse_date
+    if "array" in types or "object" in types:
+        return json.loads
+    return None

@@ -1,0 +1,391 @@
+"""tap-backstory: settings, config checks, stream discovery and stream order."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import typing as t
+
+from singer_sdk import Tap
+from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
+
+from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
+from tap_backstory.client import ApiClient, ConfigError, TapBackstoryError, is_loopback
+from tap_backstory.windows import Clock, parse_day
+
+if t.TYPE_CHECKING:
+    from singer_sdk.streams import Stream
+
+# (setting, stream that needs it) — a stream is discovered only when its credentials are configured.
+BACKSTORY_KEY_PAIRS = {
+    "activities": ("activity_client_id", "activity_client_secret", "Activity"),
+    "enriched_contacts": ("object_client_id", "object_client_secret", "Object"),
+}
+SECRET_SETTINGS = ("activity_client_secret", "object_client_secret", "contactbased_api_key")
+ENRICHMENT_SECTIONS = ("pii", "emails", "phones")
+
+CONFIG_SCHEMA = th.PropertiesList(
+    # --- Backstory -----------------------------------------------------------------------------------
+    th.Property(
+        "api_url",
+        th.StringType,
+        default="https://api.people.ai",
+        title="Backstory API URL",
+        description="Base URL of the Backstory (People.ai) API. Credentials are only sent over HTTPS, "
+        "except to loopback hosts (the bundled sandbox).",
+    ),
+    th.Property(
+        "activity_client_id",
+        th.StringType,
+        title="Activity API key",
+        description="Key of an Activity-type Backstory API key pair (Settings > API Key Management). "
+        "Enables the `activities` stream.",
+    ),
+    th.Property(
+        "activity_client_secret",
+        th.StringType,
+        secret=True,
+        title="Activity API secret",
+        description="Secret of the Activity-type key pair.",
+    ),
+    th.Property(
+        "object_client_id",
+        th.StringType,
+        title="Object API key",
+        description="Key of an Object-type Backstory API key pair. Enables the `enriched_contacts` stream "
+        "(each Backstory key works for one API type only).",
+    ),
+    th.Property(
+        "object_client_secret",
+        th.StringType,
+        secret=True,
+        title="Object API secret",
+        description="Secret of the Object-type key pair.",
+    ),
+    th.Property(
+        "start_date",
+        th.DateType,
+        title="Start date",
+        description="First UTC day (YYYY-MM-DD) to extract on the first run of the Backstory streams. "
+        "Required when a Backstory key pair is set.",
+    ),
+    th.Property(
+        "end_date",
+        th.DateType,
+        title="End date",
+        description="Last UTC day to extract, inclusive (YYYY-MM-DD). Default: today (UTC).",
+    ),
+    th.Property(
+        "activity_type",
+        th.StringType,
+        default="all",
+        allowed_values=["all", "email", "meeting", "call"],
+        title="Activity type",
+        description="Which activities to export: all, email, meeting or call.",
+    ),
+    th.Property(
+        "snapshot_window_days",
+        th.IntegerType(minimum=1, maximum=365),
+        default=365,
+        title="Snapshot window (days)",
+        description="Longest date range of one snapshot export job (first runs, and every "
+        "`enriched_contacts` run). Backstory allows at most one year.",
+    ),
+    th.Property(
+        "delta_window_days",
+        th.IntegerType(minimum=1, maximum=14),
+        default=14,
+        title="Delta window (days)",
+        description="Longest date range of one delta export job (incremental `activities` runs). "
+        "Backstory allows at most 14 days.",
+    ),
+    th.Property(
+        "contacts_output_format",
+        th.StringType,
+        default="JSON",
+        allowed_values=["JSON", "CSV"],
+        title="Contacts export format",
+        description="File format Backstory produces for `enriched_contacts`; the records are typed the "
+        "same either way.",
+    ),
+    th.Property(
+        "contacts_include_historical",
+        th.BooleanType,
+        default=True,
+        title="Include historical contacts",
+        description="Include contacts not matched to an account or opportunity.",
+    ),
+    th.Property(
+        "contacts_include_existing",
+        th.BooleanType,
+        default=True,
+        title="Include existing contacts",
+        description="Include contacts that already exist in your CRM.",
+    ),
+    th.Property(
+        "contacts_is_sourced_by_people_ai",
+        th.BooleanType,
+        default=False,
+        title="Only contacts sourced by Backstory",
+        description="Include only contacts created by Backstory and generated candidates.",
+    ),
+    th.Property(
+        "contacts_country",
+        th.StringType,
+        title="Contacts country filter",
+        description='Only contacts of this country, e.g. "United States".',
+    ),
+    th.Property(
+        "contacts_state",
+        th.StringType,
+        title="Contacts state filter",
+        description='Only contacts of this state, e.g. "New York".',
+    ),
+    th.Property(
+        "max_concurrent_jobs",
+        th.IntegerType(minimum=1, maximum=2),
+        default=2,
+        title="Concurrent export jobs",
+        description="Most export jobs of this tap queued or running at once (Backstory allows 2 per "
+        "organization; use 1 when another process shares the limit).",
+    ),
+    th.Property(
+        "fragment_concurrency",
+        th.IntegerType(minimum=1, maximum=16),
+        default=4,
+        title="Parallel fragment downloads",
+        description="How many fragments of a completed export are downloaded at once.",
+    ),
+    th.Property(
+        "job_poll_interval_seconds",
+        th.NumberType(minimum=0.1, maximum=3600),
+        default=10,
+        title="Job poll interval (s)",
+        description="First wait between job status checks; it grows up to 60 s (or this value if larger) "
+        "while a job stays queued or running.",
+    ),
+    th.Property(
+        "job_timeout_seconds",
+        th.IntegerType(minimum=1),
+        default=10800,
+        title="Job time-out (s)",
+        description="Give up on an export job that has not completed after this many seconds.",
+    ),
+    # --- ContactBased --------------------------------------------------------------------------------
+    th.Property(
+        "contactbased_api_url",
+        th.StringType,
+        default="https://api.contactbased.com",
+        title="ContactBased API URL",
+        description="Base URL of the ContactBased Data APIs.",
+    ),
+    th.Property(
+        "contactbased_api_key",
+        th.StringType,
+        secret=True,
+        title="ContactBased API key",
+        description="ContactBased API key (sent in the X-API-Key header). Enables `intent_feed_exports` "
+        "and `enriched_contact_records`.",
+    ),
+    th.Property(
+        "intent_feed_ids",
+        th.ArrayType(th.StringType),
+        title="Intent feed ids",
+        description="Feeds to export. Default: every feed listed by GET /organization/feeds.",
+    ),
+    th.Property(
+        "intent_lookback_days",
+        th.IntegerType(minimum=1),
+        title="First-run lookback (days)",
+        description="Days of intent data to export on the first run, ending today. Default and maximum: "
+        "each feed's lookback cap.",
+    ),
+    th.Property(
+        "intent_get_pii",
+        th.BooleanType,
+        default=False,
+        title="Export PII",
+        description="Include PII fields (name, address, demographics) on every row; the feed must allow it.",
+    ),
+    th.Property(
+        "intent_include_business_info",
+        th.BooleanType,
+        default=False,
+        title="Export business info",
+        description="Include business-info fields (e.g. linkedin_url); the feed must allow it.",
+    ),
+    th.Property(
+        "intent_require_contact_id",
+        th.BooleanType,
+        default=False,
+        title="Only rows with a contact_id",
+        description="Export only rows that resolved to a stable contact_id.",
+    ),
+    th.Property(
+        "intent_max_rows",
+        th.IntegerType(minimum=1),
+        title="Max rows per export",
+        description="Cap each export at this many rows; the export quota spent never exceeds it. Without "
+        "it, an export larger than the feed's remaining quota fails instead of spending it silently.",
+    ),
+    th.Property(
+        "enrichment_sections",
+        th.ArrayType(th.StringType),
+        title="Enrichment sections",
+        description="Sections fetched for each contact: any of pii, emails, phones. Default: all three.",
+    ),
+    th.Property(
+        "enrichment_batch_size",
+        th.IntegerType(minimum=1, maximum=1000),
+        default=1000,
+        title="Enrichment batch size",
+        description="Contact ids per POST /enrich/contacts/batch request (the API allows 1000).",
+    ),
+).to_dict()
+
+
+def check_config(config: t.Mapping[str, t.Any], clock: Clock) -> None:
+    """Checks jsonschema cannot express; each raises ConfigError naming the setting."""
+    configured = False
+    for setting_id, setting_secret, key_type in BACKSTORY_KEY_PAIRS.values():
+        has_id, has_secret = bool(config.get(setting_id)), bool(config.get(setting_secret))
+        if has_id != has_secret:
+            missing = setting_secret if has_id else setting_id
+            raise ConfigError(f"{missing} is missing: the {key_type} key pair needs both its id and secret")
+        configured |= has_id
+    backstory = configured
+    configured |= bool(config.get("contactbased_api_key"))
+    if not configured:
+        raise ConfigError(
+            "no stream is configured: set activity_client_id/activity_client_secret, "
+            "object_client_id/object_client_secret or contactbased_api_key"
+        )
+    if backstory:
+        if not config.get("start_date"):
+            raise ConfigError("start_date is required when a Backstory key pair is set (YYYY-MM-DD)")
+        start = parse_day(config["start_date"], "start_date")
+        end = parse_day(config["end_date"], "end_date") if config.get("end_date") else clock.today()
+        if end < start:
+            raise ConfigError(f"end_date {end} is before start_date {start}")
+        if end > clock.today():
+            raise ConfigError(f"end_date {end} is in the future (today is {clock.today()} UTC)")
+    for setting in ("api_url", "contactbased_api_url"):
+        url = config.get(setting, "")
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError(f"{setting} must be an http(s) URL, got {url!r}")
+        if url.startswith("http://") and not is_loopback(url):
+            raise ConfigError(f"{setting} must use https:// (plain http is only allowed for loopback hosts)")
+    sections = config.get("enrichment_sections")
+    if sections is not None:
+        unknown = sorted(set(sections) - set(ENRICHMENT_SECTIONS))
+        if unknown or not sections:
+            raise ConfigError(f"enrichment_sections must be a non-empty subset of {list(ENRICHMENT_SECTIONS)}")
+
+
+def describe_schema_error(error: t.Any) -> str:
+    """One line naming the setting; never echoes the value of a secret."""
+    setting = str(error.path[0]) if error.path else "config"
+    if setting in SECRET_SETTINGS:
+        return f"{setting} is invalid: it must be a non-empty string"
+    if error.validator == "additionalProperties":
+        return error.message
+    return f"{setting} is invalid: {error.message}"
+
+
+class TapBackstory(Tap):
+    """Singer tap for Backstory bulk exports and ContactBased intent data."""
+
+    name = "tap-backstory"
+    config_jsonschema = CONFIG_SCHEMA
+    dynamic_catalog = True  # the catalog depends on which credentials are configured
+    capabilities: t.ClassVar = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.DISCOVER,
+        TapCapabilities.STATE,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.BATCH,
+    ]
+    message_writer_class = MsgSpecWriter
+
+    @functools.cached_property
+    def clock(self) -> Clock:
+        return Clock()
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        # The SDK's own validator: it also fills in the defaults of missing settings.
+        from singer_sdk.plugin_base import JSONSchemaValidator
+
+        self.append_builtin_config(self.config_jsonschema)
+        errors = sorted(
+            JSONSchemaValidator(self.config_jsonschema).iter_errors(self._config), key=lambda e: list(e.path)
+        )
+        messages = [describe_schema_error(error) for error in errors]
+        if not messages:
+            try:
+                check_config(self.config, self.clock)
+            except (ConfigError, ValueError) as exc:
+                messages = [str(exc)]
+        if messages and raise_errors:
+            raise ConfigError(messages[0])
+        return messages
+
+    # --- API clients, one per credential, shared by the streams that use it ---------------------------
+    @functools.cached_property
+    def activity_api(self) -> ApiClient:
+        return self._backstory_client("activity_client_id", "activity_client_secret", "Activity")
+
+    @functools.cached_property
+    def object_api(self) -> ApiClient:
+        return self._backstory_client("object_client_id", "object_client_secret", "Object")
+
+    def _backstory_client(self, id_setting: str, secret_setting: str, key_type: str) -> ApiClient:
+        url = self.config["api_url"]
+        auth = BackstoryTokenAuth(url, self.config[id_setting], self.config[secret_setting], key_type)
+        pool = self.config["fragment_concurrency"] + 2
+        return ApiClient(url, auth, vendor=f"Backstory ({key_type} key)", pool_size=pool)
+
+    @functools.cached_property
+    def contactbased_api(self) -> ApiClient:
+        auth = ApiKeyAuth(self.config["contactbased_api_key"])
+        return ApiClient(self.config["contactbased_api_url"], auth, vendor="ContactBased")
+
+    # --- Streams ---------------------------------------------------------------------------------------
+    def discover_streams(self) -> list[Stream]:
+        from tap_backstory.streams import available_streams
+
+        return [stream_class(tap=self) for stream_class in available_streams(self.config)]
+
+    def load_streams(self) -> list[Stream]:
+        """Sync in dependency order, not the SDK's alphabetical order (see `streams.STREAM_ORDER`)."""
+        from tap_backstory.streams import STREAM_ORDER
+
+        streams = super().load_streams()
+        return sorted(streams, key=lambda stream: STREAM_ORDER.index(stream.name))
+
+
+def describe_failure(exc: Exception) -> str:
+    """The one line a failed run ends with."""
+    if isinstance(exc, TapBackstoryError):
+        return str(exc)
+    if type(exc).__name__ == "JSONDecodeError":  # json's and simplejson's
+        return f"a JSON input file (config, state or catalog) is malformed: {exc}"
+    if isinstance(exc, FileNotFoundError):
+        return str(exc) if exc.filename is None else f"file not found: {exc.filename}"
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def main() -> None:
+    """Console entry point: the SDK CLI, with every failure reduced to one line on stderr and exit 1."""
+    try:
+        TapBackstory.cli()
+    except Exception as exc:
+        if os.environ.get("TAP_BACKSTORY_LOGLEVEL", os.environ.get("LOGLEVEL", "")).upper() == "DEBUG":
+            logging.getLogger("tap-backstory").exception("the run failed")
+        print(f"tap-backstory: error: {' '.join(describe_failure(exc).split())}", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -1,0 +1,66 @@
+"""Run the real `tap-backstory` executable and read what it wrote (used by every end-to-end test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TAP_EXE = str(Path(sys.executable).with_name("tap-backstory"))
+
+
+@dataclass
+class TapRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: list[dict] = field(default_factory=list)
+
+    def records(self, stream: str) -> list[dict]:
+        return [m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream]
+
+    @property
+    def states(self) -> list[dict]:
+        return [m["value"] for m in self.messages if m["type"] == "STATE"]
+
+    @property
+    def final_state(self) -> dict:
+        return self.states[-1] if self.states else {}
+
+    @property
+    def error_line(self) -> str:
+        lines = [line for line in self.stderr.splitlines() if line.startswith("tap-backstory: error:")]
+        return lines[-1] if lines else ""
+
+
+def run_tap(
+    config: dict,
+    *args: str,
+    state: dict | None = None,
+    catalog: dict | None = None,
+    env: dict | None = None,
+    timeout: float = 300,
+) -> TapRun:
+    """Run `tap-backstory --config ... [--state ...] [--catalog ...] *args` to completion."""
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [TAP_EXE, "--config", _write(tmp, "config.json", config)]
+        if state is not None:
+            argv += ["--state", _write(tmp, "state.json", state)]
+        if catalog is not None:
+            argv += ["--catalog", _write(tmp, "catalog.json", catalog)]
+        argv += list(args)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False
+        )
+    messages = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
+
+
+def _write(folder: str, name: str, payload: dict) -> str:
+    path = Path(folder, name)
+    path.write_text(json.dumps(payload))
+    return str(path)
