@@ -1,0 +1,117 @@
+"""CLI: ``tap-backstory-sandbox --port 0 [--host 127.0.0.1] [--today YYYY-MM-DD] ... [--faults FILE.json]``.
+
+Prints, one per line and flushed: ``backstory_url=...``, ``contactbased_url=...``, each demo credential as
+``name=value``, then ``ready``; runs until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from dataclasses import fields
+from datetime import date
+from typing import Any
+
+from .server import Sandbox
+from .settings import DEMO_CREDENTIALS, SandboxSettings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tap-backstory-sandbox",
+        description="Local emulator of the Backstory bulk APIs (under /backstory) and the ContactBased Data "
+                    "APIs (under /contactbased), with deterministic data and injectable faults. Admin: "
+                    "GET /_sandbox/stats, GET /_sandbox/events, POST /_sandbox/configure, "
+                    "POST /_sandbox/reset-stats.")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0 = a free port, printed on start)")
+    p.add_argument("--faults", metavar="FILE.json",
+                   help="JSON object of setting/fault overrides applied at start (same names as below)")
+    p.add_argument("--config-out", metavar="FILE", help="write the tap config (URLs + demo credentials) as JSON")
+    defaults = SandboxSettings()
+    for f in fields(SandboxSettings):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        doc = _field_doc(f.name)
+        default = getattr(defaults, f.name)
+        if f.name == "today":
+            p.add_argument(flag, type=date.fromisoformat, help="the sandbox's today, YYYY-MM-DD "
+                           "(default: the real UTC date)")
+        elif isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{doc} (default {default})")
+        else:
+            kind = float if isinstance(default, float) else (int if "int" in str(f.type) else str)
+
+            def conv(v: str, k: type = kind) -> Any:
+                return None if v.lower() in ("none", "null") else k(v)
+
+            p.add_argument(flag, type=conv, default=None, metavar=kind.__name__.upper(),
+                           help=f"{doc} (default {default})")
+    return p
+
+
+def _field_doc(name: str) -> str:
+    import ast
+    import inspect
+
+    from . import settings as mod
+
+    try:
+        tree = ast.parse(inspect.getsource(mod.SandboxSettings))
+    except (OSError, TypeError):
+        return name
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for i, node in enumerate(body):
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name:
+            nxt = body[i + 1] if i + 1 < len(body) else None
+            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                return str(nxt.value.value).split("\n")[0]
+    return name.replace("_", " ")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = SandboxSettings()
+    overrides: dict[str, Any] = {}
+    if args.faults:
+        with open(args.faults, encoding="utf-8") as fh:
+            loaded = json.load(fh)
+        if not isinstance(loaded, dict):
+            print(f"error: {args.faults} must hold a JSON object", file=sys.stderr)
+            return 2
+        overrides.update(loaded)
+    for f in fields(SandboxSettings):
+        value = getattr(args, f.name, None)
+        if f.name != "extra" and value is not None:
+            overrides[f.name] = value
+    try:
+        settings.apply(overrides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sb = Sandbox(settings, host=args.host, port=args.port).start()
+    if args.config_out:
+        with open(args.config_out, "w", encoding="utf-8") as fh:
+            json.dump(sb.tap_config(), fh, indent=2)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    lines = [f"backstory_url={sb.backstory_url}", f"contactbased_url={sb.contactbased_url}",
+             *(f"{k}={v}" for k, v in DEMO_CREDENTIALS.items()), "ready"]
+    for line in lines:
+        print(line, flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sb.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

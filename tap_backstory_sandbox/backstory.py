@@ -1,0 +1,465 @@
+"""Backstory (People.ai) bulk API emulation, mounted under ``/backstory``.
+
+Behaviour, with the vendor doc it follows (files in ``shared/api``):
+
+* ``POST /auth/v1/tokens`` (bulk-apis-overview, Authentication): form-encoded ``grant_type=client_credentials``,
+  ``client_id``, ``client_secret``; the Content-Type must be ``application/x-www-form-urlencoded``. Returns
+  ``{"access_token", "token_type": "bearer", "expires_in"}``. Each key pair is restricted to one API type:
+  an Activity token is refused (401) on the contacts endpoints and an Object token on the activities ones.
+  Re-requesting issues a new token; older tokens stay valid for the rest of their lifespan.
+* ``POST /pull/v1/export/activities/jobs`` and ``POST /pull/v1/export/contacts/jobs`` create export jobs
+  (200 with the job object). Use limits per org: at most 2 jobs Running, at most 10 Queued+Running (the 11th
+  create gets 429 ``TooManyRequestsException``); files are kept 10 days, older jobs answer 404.
+  Date ranges: delta ``end - start <= 14`` days, snapshot and contacts ``end - start <= 365`` days;
+  no date after today. Enum values are matched case-insensitively (public code sends "Delta").
+* ``GET .../jobs/{id}``: the same job object; ``GET .../jobs``: ``{"jobs": [...]}`` of the last 10 days.
+* ``GET .../jobs/{id}/data[?fragment=N]``: fragments are 0-based; no fragment = all fragments stitched into one
+  file. Activities are JSON Lines; contacts are CSV with a header row (every fragment is a standalone CSV
+  file with its header) or JSON (JSON Lines, or an array per file with ``contacts_json_style="array"``).
+* Errors: ``{"error": "<Name>Exception", "message": "..."}``; unsupported methods and unknown paths → 404
+  ``{"error": "NotFoundException", "message": "HTTP 404 Not Found"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from . import data
+from .settings import DEMO_CREDENTIALS
+from .state import ApiError, Request, Response, SandboxState
+
+EXACT_SIZE_LIMIT = 100_000  # records: exact results_size/Content-Length up to this, estimate beyond
+CHUNK = 64 * 1024
+
+_ERROR_NAMES = {400: "BadRequestException", 401: "UnauthorizedException", 403: "ForbiddenException",
+                404: "NotFoundException", 429: "TooManyRequestsException", 502: "BadGatewayException",
+                503: "ServiceUnavailableException"}
+
+
+def error(status: int, message: str, name: str | None = None) -> Response:
+    return Response.json(status, {"error": name or _ERROR_NAMES.get(status, "Exception"), "message": message})
+
+
+@dataclass
+class Job:
+    job_id: str | int
+    stream: str  # "activities" | "contacts"
+    params: dict[str, Any]
+    today: date  # the sandbox's today at creation: data as of that day
+    created: datetime
+    created_mono: float
+    fate: str = "Completed"
+    state: str = "Queued"
+    started: datetime | None = None
+    started_mono: float | None = None
+    ended: datetime | None = None
+    n_records: int = 0
+    bounds: list[tuple[int, int]] = field(default_factory=list)  # (skip, count) per fragment
+    fragment_sizes: list[int | None] = field(default_factory=list)
+    results_size: int | None = None
+    exact: bool = True
+    prepared: threading.Event = field(default_factory=threading.Event)
+
+    def as_json(self, fragment_key: str) -> dict[str, Any]:
+        ts = (lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ") if d else None)  # noqa: E731
+        done = self.state == "Completed"
+        obj: dict[str, Any] = {"job_id": self.job_id, "state": self.state}
+        if self.stream == "activities":
+            obj.update(export_type=self.params["export_type"], output_format=self.params["output_format"],
+                       activity_type=self.params["activity_type"],
+                       start_date=self.params["start_date"].isoformat(),
+                       end_date=self.params["end_date"].isoformat())
+        else:
+            obj["output_format"] = self.params["output_format"]
+        obj.update(job_created_time=ts(self.created), job_start_time=ts(self.started),
+                   job_end_time=ts(self.ended), results_size=self.results_size if done else None)
+        obj[fragment_key] = len(self.bounds) if done else None
+        return obj
+
+
+class Backstory:
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.tokens: dict[str, tuple[str, float]] = {}  # token -> (key type, expiry monotonic)
+        self.jobs: dict[str, Job] = {}  # by str(job_id), creation order
+        self._next_job = 100_001
+
+    # ------------------------------------------------------------------------------------------------------
+    # routing
+    # ------------------------------------------------------------------------------------------------------
+    def handle(self, req: Request) -> Response:
+        try:
+            return self._route(req)
+        except ApiError as e:
+            return error(e.status, e.message, e.name)
+
+    def _route(self, req: Request) -> Response:
+        path = req.path.rstrip("/") or "/"
+        if path == "/auth/v1/tokens" and req.method == "POST":
+            return self.issue_token(req)
+        m = re.fullmatch(r"/pull/v1/export/(activities|contacts)/jobs(?:/([^/]+)(/data)?)?", path)
+        if not m:
+            return error(404, "HTTP 404 Not Found")
+        stream, job_id, is_data = m.group(1), m.group(2), m.group(3)
+        allowed = "POST" if job_id is None and req.method == "POST" else "GET"
+        if req.method != allowed:
+            return error(404, "HTTP 404 Not Found")
+        self.authorize(req, "activity" if stream == "activities" else "object")
+        if job_id is None:
+            return self.create_job(req, stream) if req.method == "POST" else self.list_jobs(stream)
+        job = self.find_job(stream, job_id)
+        if is_data:
+            return self.job_data(req, job)
+        return Response.json(200, job.as_json(self.state.settings.fragment_count_key))
+
+    # ------------------------------------------------------------------------------------------------------
+    # auth
+    # ------------------------------------------------------------------------------------------------------
+    def issue_token(self, req: Request) -> Response:
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            self.state.stats.token_requests["invalid"] += 1
+            return error(400, "Content-Type must be application/x-www-form-urlencoded")
+        form = {k: v[0] for k, v in parse_qs(req.body.decode("utf-8", "replace")).items()}
+        if form.get("grant_type", "client_credentials") != "client_credentials":
+            self.state.stats.token_requests["invalid"] += 1
+            return error(400, "Unsupported grant_type: only client_credentials is supported")
+        cid, secret = form.get("client_id", "").strip("'\""), form.get("client_secret", "").strip("'\"")
+        kind = None
+        if (cid, secret) == (DEMO_CREDENTIALS["activity_client_id"], DEMO_CREDENTIALS["activity_client_secret"]):
+            kind = "activity"
+        elif (cid, secret) == (DEMO_CREDENTIALS["object_client_id"], DEMO_CREDENTIALS["object_client_secret"]):
+            kind = "object"
+        if kind is None:
+            self.state.stats.token_requests["invalid"] += 1
+            self.state.event("auth_failed", api="backstory", reason="invalid client credentials")
+            return error(401, "Invalid client credentials")
+        ttl = int(self.state.settings.token_ttl_seconds)
+        token = _jwt_like(cid, kind, ttl)
+        with self.state.lock:
+            self.tokens[token] = (kind, time.monotonic() + ttl)
+            self.state.stats.token_requests[kind] += 1
+        self.state.event("token_issued", key_type=kind, expires_in=ttl)
+        return Response.json(200, {"access_token": token, "token_type": "bearer", "expires_in": ttl})
+
+    def authorize(self, req: Request, needed: str) -> None:
+        auth = req.headers.get("Authorization") or ""
+        if not auth.lower().startswith("bearer "):
+            raise ApiError(401, "Missing bearer token")
+        entry = self.tokens.get(auth[7:].strip())
+        if entry is None:
+            raise ApiError(401, "Invalid token")
+        kind, expires = entry
+        if time.monotonic() >= expires:
+            self.state.event("auth_failed", api="backstory", reason="token expired", key_type=kind)
+            raise ApiError(401, "Token expired")
+        if kind != needed:
+            self.state.event("auth_failed", api="backstory", reason="wrong key type", key_type=kind)
+            api = "Activity" if needed == "activity" else "Object"
+            raise ApiError(401, f"Token of a {kind.capitalize()} API key is not valid for the {api} API")
+
+    # ------------------------------------------------------------------------------------------------------
+    # jobs
+    # ------------------------------------------------------------------------------------------------------
+    def create_job(self, req: Request, stream: str) -> Response:
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError(400, "Content-Type must be application/json")
+        try:
+            body = req.json()
+        except ValueError:
+            raise ApiError(400, "Invalid request body: malformed JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "Invalid request body: expected a JSON object")
+        today = self.state.today()
+        params = (_activity_params if stream == "activities" else _contact_params)(body, today)
+        st = self.state
+        if st.take("burst_429"):
+            st.event("too_many_jobs", stream=stream, injected=True)
+            raise ApiError(429, "Too many jobs: rate limit exceeded, retry later")
+        with st.lock:
+            self.tick()
+            alive = sum(1 for j in self.jobs.values() if j.state in ("Queued", "Running"))
+            if alive >= st.settings.max_alive_jobs:
+                st.event("too_many_jobs", stream=stream, alive=alive)
+                raise ApiError(429, f"Too many jobs: at most {st.settings.max_alive_jobs} export jobs may be "
+                                    f"queued or running at once ({alive} are)")
+            n = self._next_job
+            self._next_job += 1
+            job_id: str | int = n if st.settings.integer_job_ids else str(n)
+            job = Job(job_id, stream, params, today, st.now(), time.monotonic())
+            if st.take("fail_jobs"):
+                job.fate = "Failed"
+            elif st.take("cancel_jobs"):
+                job.fate = "Canceled"
+            self.jobs[str(n)] = job
+            st.stats.jobs_created[stream] += 1
+            st.stats.job_windows.append({
+                "stream": stream, "export_type": params.get("export_type"),
+                "start_date": params["start_date"].isoformat(), "end_date": params["end_date"].isoformat(),
+                "job_id": job_id})
+            st.stats.max_jobs_alive = max(st.stats.max_jobs_alive, alive + 1)
+        st.event("job_created", stream=stream, job_id=job_id, start_date=params["start_date"].isoformat(),
+                 end_date=params["end_date"].isoformat(), export_type=params.get("export_type"),
+                 fate=job.fate)
+        threading.Thread(target=self._prepare, args=(job,), daemon=True).start()
+        return Response.json(200, job.as_json(st.settings.fragment_count_key))
+
+    def list_jobs(self, stream: str) -> Response:
+        with self.state.lock:
+            self.tick()
+            key = self.state.settings.fragment_count_key
+            jobs = [j.as_json(key) for j in self.jobs.values() if j.stream == stream]
+        return Response.json(200, {"jobs": jobs})
+
+    def find_job(self, stream: str, job_id: str) -> Job:
+        with self.state.lock:
+            self.tick()
+            job = self.jobs.get(job_id)
+        if job is None or job.stream != stream:
+            raise ApiError(404, f"Job {job_id} not found")
+        return job
+
+    def tick(self) -> None:
+        """Advance every job's lifecycle by wall time: Queued -> Running (<= 2 at once) -> final state."""
+        st = self.state
+        s = st.settings
+        with st.lock:
+            now_m = time.monotonic()
+            cutoff = st.retention_cutoff()
+            for key in [k for k, j in self.jobs.items() if j.created < cutoff]:
+                job = self.jobs.pop(key)
+                st.event("job_expired", job_id=job.job_id)
+            running = 0
+            for job in self.jobs.values():
+                if job.state == "Running" and now_m - job.started_mono >= s.job_run_seconds and (
+                        job.fate != "Completed" or job.prepared.is_set()):
+                    self._set_state(job, job.fate)
+                    job.ended = st.now()
+                running += job.state == "Running"
+            for job in self.jobs.values():
+                if running >= s.max_running_jobs:
+                    break
+                if job.state == "Queued" and now_m - job.created_mono >= s.job_queue_seconds:
+                    self._set_state(job, "Running")
+                    job.started, job.started_mono = st.now(), now_m
+                    running += 1
+            st.stats.max_jobs_running = max(st.stats.max_jobs_running, running)
+
+    def _set_state(self, job: Job, new: str) -> None:
+        job.state = new
+        self.state.event("job_state", job_id=job.job_id, stream=job.stream, state=new)
+
+    # ------------------------------------------------------------------------------------------------------
+    # data
+    # ------------------------------------------------------------------------------------------------------
+    def _prepare(self, job: Job) -> None:
+        """Count the records and size every fragment (exactly up to EXACT_SIZE_LIMIT records)."""
+        try:
+            n = sum(1 for _ in self._records(job, 0, None, render=False))
+            frags = max(1, min(self.state.settings.fragments, n))
+            job.n_records = n
+            job.bounds = [(k * n // frags, (k + 1) * n // frags - k * n // frags) for k in range(frags)]
+            if n <= EXACT_SIZE_LIMIT:
+                job.fragment_sizes = [sum(len(c) for c in self.chunks(job, k)) for k in range(frags)]
+                job.results_size = (sum(job.fragment_sizes) if job.stream == "activities"
+                                    else sum(len(c) for c in self.chunks(job, None)))
+            else:
+                sample = list(self._records(job, 0, 1000))
+                avg = sum(len(r.encode()) for r in sample) / max(1, len(sample))
+                job.exact = False
+                job.fragment_sizes = [None] * frags
+                job.results_size = int(avg * n)
+        finally:
+            job.prepared.set()
+
+    def _records(self, job: Job, skip: int, limit: int | None, render: bool = True) -> Iterator[str]:
+        p = job.params
+        if job.stream == "activities":
+            if not render:
+                for _ in data.iter_activity_keys(self.state.settings, p["start_date"], p["end_date"],
+                                                 p["export_type"], p["activity_type"], job.today):
+                    yield ""
+                return
+            yield from data.iter_activity_lines(self.state.settings, p["start_date"], p["end_date"],
+                                                p["export_type"], p["activity_type"], job.today, skip, limit)
+            return
+        fmt = p["output_format"]
+        array = fmt == "JSON" and self.state.settings.contacts_json_style == "array"
+        taken = 0
+        for n, rec in enumerate(data.iter_contacts(self.state.settings, p["start_date"], p["end_date"],
+                                                   p["filters"], job.today)):
+            if n < skip:
+                continue
+            if limit is not None and taken >= limit:
+                return
+            taken += 1
+            if not render:
+                yield ""
+            elif fmt == "CSV":
+                yield data.contact_csv_row(rec)
+            else:
+                yield data.contact_json(rec) + ("" if array else "\n")
+
+    def chunks(self, job: Job, fragment: int | None) -> Iterator[bytes]:
+        """The body of one fragment (or of the stitched file) as byte chunks of about 64 KiB."""
+        if fragment is None:
+            skip, limit = 0, None
+        else:
+            skip, limit = job.bounds[fragment]
+        fmt = job.params["output_format"]
+        array = fmt == "JSON" and self.state.settings.contacts_json_style == "array" and job.stream == "contacts"
+        buf: list[str] = []
+        size = 0
+        if fmt == "CSV":
+            buf.append(data.contact_csv_header())
+        if array:
+            buf.append("[")
+        first = True
+        for rec in self._records(job, skip, limit):
+            if array:
+                rec = ("\n" if first else ",\n") + rec
+                first = False
+            buf.append(rec)
+            size += len(rec)
+            if size >= CHUNK:
+                yield "".join(buf).encode()
+                buf, size = [], 0
+        if array:
+            buf.append("\n]\n")
+        if buf:
+            yield "".join(buf).encode()
+
+    def job_data(self, req: Request, job: Job) -> Response:
+        st = self.state
+        if job.state != "Completed":
+            if job.state in ("Failed", "Canceled"):
+                raise ApiError(400, f"Job {job.job_id} ended in state {job.state}: no data is available")
+            raise ApiError(400, f"Job {job.job_id} is not completed yet (state: {job.state}); "
+                                "data can be retrieved only when the job is Completed")
+        frag_raw = req.query.get("fragment")
+        fragment = None
+        if frag_raw is not None:
+            try:
+                fragment = int(frag_raw)
+            except ValueError:
+                raise ApiError(400, "Invalid parameter format: fragment") from None
+            if not 0 <= fragment < len(job.bounds):
+                raise ApiError(400, f"Fragment {fragment} out of range: job {job.job_id} has "
+                                    f"{len(job.bounds)} fragments (0-{len(job.bounds) - 1})")
+        with st.lock:
+            st.stats.data_requests += 1
+            if fragment is not None:
+                st.stats.fragment_requests += 1
+        length = (job.results_size if fragment is None else job.fragment_sizes[fragment]) if job.exact else None
+        ctype = ("text/csv; charset=utf-8" if job.params["output_format"] == "CSV"
+                 else "application/x-ndjson; charset=utf-8")
+        resp = Response(200, content_type=ctype, stream=self.chunks(job, fragment), content_length=length,
+                        throttle=True)
+        if st.take("drop_fragment"):
+            full = length
+            if full is None:  # estimated size (big export, chunked encoding)
+                full = (job.results_size or 0) // (1 if fragment is None else len(job.bounds))
+            resp.drop_after = full // 2
+            st.event("fragment_dropped", job_id=job.job_id, fragment=fragment, after_bytes=resp.drop_after,
+                     content_length=length)
+        else:
+            st.event("fragment_served", job_id=job.job_id, fragment=fragment, content_length=length)
+        return resp
+
+
+# ----------------------------------------------------------------------------------------------------------
+# request validation
+# ----------------------------------------------------------------------------------------------------------
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def _date(body: dict[str, Any], name: str) -> date:
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, f"Missing required parameter: {_camel(name)}")
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ApiError(400, f"Invalid parameter format: {_camel(name)}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, f"Invalid parameter format: {_camel(name)}") from None
+
+
+def _enum(body: dict[str, Any], name: str, allowed: dict[str, str], default: str | None) -> str:
+    value = body.get(name, default)
+    if value is None:
+        raise ApiError(400, f"Missing required parameter: {_camel(name)}")
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise ApiError(400, f"Invalid parameter format: {_camel(name)}")
+    return allowed[value.lower()]
+
+
+def _bool(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise ApiError(400, f"Invalid parameter format: {_camel(name)}")
+    return value
+
+
+def _range(start: date, end: date, today: date, max_days: int, label: str) -> None:
+    if end < start:
+        raise ApiError(400, "Invalid date range: endDate is before startDate")
+    if start > today or end > today:
+        raise ApiError(400, f"Invalid date range: dates must not be after today ({today.isoformat()})")
+    if (end - start).days > max_days:
+        raise ApiError(400, f"Invalid date range: the maximum date range for {label} is {max_days} days")
+
+
+def _activity_params(body: dict[str, Any], today: date) -> dict[str, Any]:
+    start, end = _date(body, "start_date"), _date(body, "end_date")
+    export_type = _enum(body, "export_type", {"snapshot": "snapshot", "delta": "delta"}, None)
+    activity_type = _enum(body, "activity_type", {t: t for t in ("email", "meeting", "call", "all")}, "all")
+    output_format = _enum(body, "output_format", {"jsonlines": "JSONLines"}, "JSONLines")
+    if export_type == "delta":
+        _range(start, end, today, 14, "delta exports")
+    else:
+        _range(start, end, today, 365, "snapshot exports")
+    return {"start_date": start, "end_date": end, "export_type": export_type, "activity_type": activity_type,
+            "output_format": output_format}
+
+
+def _contact_params(body: dict[str, Any], today: date) -> dict[str, Any]:
+    start, end = _date(body, "start_date"), _date(body, "end_date")
+    _range(start, end, today, 365, "contact exports")
+    filters: dict[str, Any] = {
+        "include_historical": _bool(body, "include_historical", True),
+        "include_existing": _bool(body, "include_existing", True),
+        "is_sourced_by_people_ai": _bool(body, "is_sourced_by_people_ai", False),
+    }
+    for name in ("country", "state"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, f"Invalid parameter format: {name}")
+        if value:
+            filters[name] = value
+    output_format = _enum(body, "output_format", {"json": "JSON", "csv": "CSV"}, "CSV")
+    return {"start_date": start, "end_date": end, "output_format": output_format, "filters": filters}
+
+
+def _jwt_like(client_id: str, kind: str, ttl: int) -> str:
+    def b64(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    payload = {"sub": client_id, "typ": kind, "iat": now, "exp": now + ttl, "jti": secrets.token_hex(8)}
+    return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(payload)}.{secrets.token_urlsafe(32)}"

@@ -1,0 +1,154 @@
+"""Sandbox settings: data volumes, API shape variants and injectable faults.
+
+Every field has a default, so ``SandboxSettings()`` is a working sandbox. All fields can be changed at run
+time through ``Sandbox.configure(**overrides)`` or ``POST /_sandbox/configure`` (JSON body), and loaded from
+a JSON file with the CLI flag ``--faults FILE.json``.
+
+Counter faults (``fail_jobs``, ``cancel_jobs``, ``drop_fragment``, ``burst_429``, ``page_errors``,
+``enrich_errors``) count down: each affected request or job consumes one, so ``stats()["settings"]`` shows
+what is left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime
+from typing import Any
+
+# Recognisable, distinct demo credentials. The sandbox accepts exactly these.
+DEMO_CREDENTIALS: dict[str, str] = {
+    "activity_client_id": "demo-activity-client-id-3c9e21",
+    "activity_client_secret": "demo-activity-client-secret-7f3a9b1d4e",
+    "object_client_id": "demo-object-client-id-8b1f05",
+    "object_client_secret": "demo-object-client-secret-2d6c8e0a5f",
+    "contactbased_api_key": "demo-contactbased-api-key-5e4d3c2b1a",
+}
+
+# Fixed feed ids (UUID strings, as the vendor's example `00000000-0000-4000-8000-000000000001`).
+FEED_A_ID = "3b7e1c2a-5d4f-4a8e-9c61-0f2d8a7b4e01"
+FEED_B_ID = "9c2f6e8d-1a3b-4c5d-8e7f-6a5b4c3d2e02"
+
+
+@dataclass
+class SandboxSettings:
+    # --- data -------------------------------------------------------------------------------------------
+    seed: int = 42
+    """Seed of every generator: data is a pure function of (seed, day, index)."""
+    today: date | None = None
+    """The sandbox's 'today' (UTC). None = the real UTC date. Drives date validation, retention and windows."""
+    activities_per_day: int = 20
+    """Activities generated per activity day (email/meeting/call mix)."""
+    contacts_per_day: int = 10
+    """Enriched contacts generated per (last-engaged) day."""
+    feed_a_rows_per_day: int = 40
+    feed_b_rows_per_day: int = 25
+    feed_a_row_limit: int | None = 100_000
+    """Export quota of feed A (None = uncapped)."""
+    feed_b_row_limit: int | None = None
+    feed_a_lookback_cap: int = 30
+    feed_b_lookback_cap: int = 90
+    contact_population: int = 1500
+    """Distinct people behind intent rows: contact_ids repeat across rows, pages and feeds."""
+
+    # --- API shape variants -----------------------------------------------------------------------------
+    fragments: int = 4
+    """Fragments per Backstory export (never more than the number of records, at least 1)."""
+    integer_job_ids: bool = False
+    """Serve Backstory job_id as an integer instead of a string."""
+    fragment_count_key: str = "fragments"
+    """Key of the fragment count in a job object: 'fragments' (contacts doc) or 'fragment' (activities doc)."""
+    contacts_json_style: str = "lines"
+    """Enriched contacts JSON output: 'lines' (JSON Lines) or 'array' (one JSON array per file)."""
+    extra_activity_fields: bool = False
+    """Add an undeclared top-level key ('sentiment') to every activity."""
+    extra_row_fields: bool = False
+    """Add an undeclared key ('buying_stage') to every intent export row."""
+    page_size: int = 1000
+    """ContactBased export page size (fixed per export at creation)."""
+    page_envelope: str = "rows"
+    """Key holding the rows of an export page: rows | items | data | results."""
+    enrich_batch_limit: int = 1000
+    """Max contact_ids per POST /enrich/contacts/batch (more -> 413)."""
+
+    # --- Backstory lifecycle and limits -----------------------------------------------------------------
+    token_ttl_seconds: int = 7200
+    job_queue_seconds: float = 0.2
+    job_run_seconds: float = 0.3
+    max_running_jobs: int = 2
+    max_alive_jobs: int = 10
+    retention_days: int = 10
+
+    # --- faults -----------------------------------------------------------------------------------------
+    error_rate: float = 0.0
+    """Fraction of non-auth, non-admin requests answered 502/503 (seeded RNG, deterministic)."""
+    fail_jobs: int = 0
+    """The next N created jobs end Failed."""
+    cancel_jobs: int = 0
+    """The next N created jobs end Canceled."""
+    drop_fragment: int = 0
+    """The next N Backstory data responses are cut off after about half of the body."""
+    burst_429: int = 0
+    """The next N job-creation requests get 429 although slots are free."""
+    slow_seconds: float = 0.0
+    """Delay before answering every non-admin request."""
+    bandwidth_bytes_per_sec: int = 0
+    """Per-connection cap on Backstory data downloads (0 = unlimited)."""
+    page_errors: int = 0
+    """The next N export page requests get 502."""
+    enrich_errors: int = 0
+    """The next N enrichment batch requests get 502."""
+
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def current_day(self) -> date:
+        return self.today or datetime.now(UTC).date()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["today"] = self.current_day().isoformat()
+        return out
+
+    def apply(self, overrides: dict[str, Any]) -> None:
+        """Apply overrides with type coercion; unknown names raise ValueError (never silently ignored)."""
+        names = {f.name: f for f in fields(self) if f.name != "extra"}
+        coerced = {}
+        for key, value in overrides.items():
+            if key not in names:
+                raise ValueError(f"Unknown sandbox setting: {key}")
+            coerced[key] = _coerce(key, names[key].type, value)
+        for key, value in coerced.items():
+            setattr(self, key, value)
+
+    def copy(self) -> SandboxSettings:
+        return dataclasses.replace(self)
+
+
+def _coerce(name: str, type_name: Any, value: Any) -> Any:
+    t = str(type_name)
+    try:
+        if name == "today":
+            if value is None or isinstance(value, date):
+                return value
+            return date.fromisoformat(str(value))
+        if value is None and "None" in t:
+            return None
+        if t.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if t.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if t.startswith("float"):
+            return float(value)
+        if t.startswith("str"):
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Invalid value for sandbox setting {name}: {value!r}") from exc
+    return value
