@@ -399,7 +399,9 @@ def _date(body: dict[str, Any], name: str) -> date:
 
 
 def _enum(body: dict[str, Any], name: str, allowed: dict[str, str], default: str | None) -> str:
-    value = body.get(name, default)
+    value = body.get(name)
+    if value is None:
+        value = default
     if value is None:
         raise ApiError(400, f"Missing required parameter: {_camel(name)}")
     if not isinstance(value, str) or value.lower() not in allowed:
@@ -408,7 +410,9 @@ def _enum(body: dict[str, Any], name: str, allowed: dict[str, str], default: str
 
 
 def _bool(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, default)
+    value = body.get(name)
+    if value is None:
+        value = default
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     if not isinstance(value, bool):
