@@ -53,9 +53,10 @@ class _Handler(BaseHTTPRequestHandler):
             sb.state.event("sandbox_bug", error=repr(exc), path=split.path)
             resp = Response.json(500, {"error": "InternalServerError", "message": f"sandbox bug: {exc!r}",
                                        "detail": f"sandbox bug: {exc!r}"})
-        with sb.state.lock:
-            sb.state.stats.requests_by_status[str(resp.status)] += 1
-            sb.state.stats.requests_total += 1 if not split.path.startswith("/_sandbox") else 0
+        if not split.path.startswith("/_sandbox/"):  # admin calls are not API traffic
+            with sb.state.lock:
+                sb.state.stats.requests_by_status[str(resp.status)] += 1
+                sb.state.stats.requests_total += 1
         try:
             self._write(resp)
         except (BrokenPipeError, ConnectionResetError):

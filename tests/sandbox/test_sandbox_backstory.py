@@ -134,7 +134,7 @@ def test_two_running_ten_alive_limits():
         assert r.status_code == 429
         assert r.json()["error"] == "TooManyRequestsException" and "Too many jobs" in r.json()["message"]
         time.sleep(0.3)
-        states = [wait_job(sb, h, i, until=()  , timeout=0)["state"] for i in ids]
+        states = [wait_job(sb, h, i, until=(), timeout=0)["state"] for i in ids]
         assert states.count("Running") == 2 and states.count("Queued") == 8
         wait_job(sb, h, ids[0])  # a completed job frees its slot
         assert create_job(sb, h).status_code == 200

@@ -152,7 +152,7 @@ def test_enrichment_batch_alignment_and_errors():
         assert results[1] == {"contact_id": ids[1], "found_sections": 0, "pii": None, "emails": None,
                               "phones": None}
         assert results[0]["found_sections"] >= 1 and results[0] == results[4]
-        r = cb(sb, "POST", "/enrich/contacts/batch", json={"contact_ids": ids + [known[0]]})
+        r = cb(sb, "POST", "/enrich/contacts/batch", json={"contact_ids": [*ids, known[0]]})
         assert r.status_code == 413 and "detail" in r.json()
         r = cb(sb, "POST", "/enrich/contacts/batch", json={"contact_ids": [known[0], "id_XYZ"]})
         assert r.status_code == 400 and "index 1" in r.json()["detail"]
