@@ -162,7 +162,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "job_poll_interval_seconds",
-        th.NumberType(minimum=0.1, maximum=3600),
+        th.NumberType(exclusive_minimum=0, maximum=3600),  # not minimum=0.1: Decimal("0.1") < 0.1
         default=10,
         title="Job poll interval (s)",
         description="First wait between job status checks; it grows up to 60 s (or this value if larger) "

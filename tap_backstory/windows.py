@@ -81,3 +81,109 @@ def completed_through(window: Window, today: dt.date) -> dt.date:
 
 def next_start(bookmark: dt.date) -> dt.date:
     return bookmark + dt.timedelta(days=1)
+
+
+# --- Export windows and their state (both Backstory streams; shape documented in docs/state.md) --------
+
+RETENTION = dt.timedelta(days=10)
+"""Backstory keeps a job's files 10 days: an older job id in state is never reused."""
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """A job created for a window that has not been emitted yet (kept in state to resume without a new job)."""
+
+    window: Window
+    export_type: str
+    job_id: str
+    created_at: dt.datetime
+
+    def age(self, now: dt.datetime) -> dt.timedelta:
+        return now - self.created_at
+
+
+class ExportState:
+    """The tap-owned keys of one export stream's state dict, and the windows they imply.
+
+    `bookmark`       last UTC day fully extracted after it had ended (absent before the first window).
+    `snapshot_done`  the first (snapshot) backfill reached the end; later `activities` runs use delta.
+    `pending_jobs`   jobs created for windows not yet emitted: reused by a resumed run.
+
+    The dict is the SDK's stream state, mutated in place, so a STATE message emits it as is.
+    """
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    @property
+    def bookmark(self) -> dt.date | None:
+        value = self.state.get("bookmark")
+        return parse_day(value, "the state's bookmark") if value else None
+
+    def plan(
+        self,
+        *,
+        start_date: dt.date,
+        end_date: dt.date,
+        snapshot_window_days: int,
+        delta_window_days: int | None,
+    ) -> tuple[str, list[Window]]:
+        """(export type, windows) of this run; `delta_window_days=None` means the stream has no delta type.
+
+        The snapshot backfill runs until it reached the end once (even across interrupted runs: a delta
+        window only covers days *processed* in it, not a backfill's activity days); after that, delta.
+        """
+        bookmark = self.bookmark
+        start = start_date if bookmark is None else next_start(bookmark)
+        if delta_window_days is not None and self.state.get("snapshot_done"):
+            return "delta", plan_windows(start, end_date, delta_window_days)
+        return "snapshot", plan_windows(start, end_date, snapshot_window_days)
+
+    def pending_job(self, window: Window, export_type: str) -> PendingJob | None:
+        for entry in self.state.get("pending_jobs", []):
+            if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) == (
+                window.start.isoformat(),
+                window.end.isoformat(),
+                export_type,
+            ):
+                created = dt.datetime.fromisoformat(entry["created_at"].replace("Z", "+00:00"))
+                return PendingJob(window, export_type, str(entry["job_id"]), created)
+        return None
+
+    def keep_pending(self, windows: list[Window], export_type: str) -> None:
+        """Forget pending jobs of windows this run will not read (a changed config or an old state)."""
+        wanted = {(w.start.isoformat(), w.end.isoformat(), export_type) for w in windows}
+        self.state["pending_jobs"] = [
+            entry
+            for entry in self.state.get("pending_jobs", [])
+            if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) in wanted
+        ]
+
+    def job_created(self, window: Window, export_type: str, job_id: str, created_at: dt.datetime) -> None:
+        self._drop_pending(window, export_type)
+        self.state.setdefault("pending_jobs", []).append(
+            {
+                "window_start": window.start.isoformat(),
+                "window_end": window.end.isoformat(),
+                "export_type": export_type,
+                "job_id": str(job_id),
+                "created_at": created_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+
+    def window_done(self, window: Window, export_type: str, today: dt.date, *, last: bool) -> None:
+        """Advance the bookmark past a fully emitted window (never backwards)."""
+        self._drop_pending(window, export_type)
+        reached = completed_through(window, today)
+        if self.bookmark is None or reached > self.bookmark:
+            self.state["bookmark"] = reached.isoformat()
+        if last and export_type == "snapshot":
+            self.state["snapshot_done"] = True
+
+    def _drop_pending(self, window: Window, export_type: str) -> None:
+        key = (window.start.isoformat(), window.end.isoformat(), export_type)
+        self.state["pending_jobs"] = [
+            entry
+            for entry in self.state.get("pending_jobs", [])
+            if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) != key
+        ]

@@ -1,25 +1,140 @@
-"""Backstory bulk export streams (built on the job engine in `tap_backstory.jobs`)."""
+"""Backstory bulk export streams, on the job engine in `tap_backstory.jobs`.
+
+One base class does windows → jobs → records → bookmark; each stream states only what differs: which API
+and key, the request body, how a file is parsed, and whether it has a `delta` export type.
+"""
 
 from __future__ import annotations
 
+import typing as t
+
+from tap_backstory.formats import read_csv_records, read_json_records
+from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
+from tap_backstory.windows import ExportState, Window, parse_day
+
+if t.TYPE_CHECKING:
+    from tap_backstory.client import ApiClient
 
 
-class ActivitiesStream(TapStream):
-    """Raw activity data (emails, meetings, calls): `POST /pull/v1/export/activities/jobs`."""
+class BackstoryExportStream(TapStream):
+    """A stream read through Backstory export jobs, one job per date window (see docs/state.md)."""
+
+    kind: str  # "activities" | "contacts": the API path
+    has_delta = False  # only activities have `export_type: delta`
+
+    @property
+    def api(self) -> ApiClient:
+        raise NotImplementedError
+
+    def request_body(self, window: Window, export_type: str) -> dict:
+        raise NotImplementedError
+
+    def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
+        """Shaped records of one downloaded file."""
+        for record in read_json_records(body, source):
+            yield self.shaper.shape(record)
+
+    def get_records(self, context: dict | None) -> t.Iterable[dict]:
+        config, clock = self.config, self.tap.clock
+        today = clock.today()
+        end = parse_day(config["end_date"], "end_date") if config.get("end_date") else today
+        state = ExportState(self.bookmarks)
+        export_type, windows = state.plan(
+            start_date=parse_day(config["start_date"], "start_date"),
+            end_date=end,
+            snapshot_window_days=int(config["snapshot_window_days"]),
+            delta_window_days=int(config["delta_window_days"]) if self.has_delta else None,
+        )
+        state.keep_pending(windows, export_type)
+        if not windows:
+            self.logger.info("%s: nothing to do, the bookmark %s already reaches %s", self.name, state.bookmark, end)
+            return
+        self.logger.info(
+            "%s: %d %s window(s) from %s to %s", self.name, len(windows), export_type, windows[0].start, end
+        )
+
+        def on_created(spec: JobSpec, job_id: str, created_at: t.Any) -> None:
+            # Kept in state at once: a run killed from here on resumes with this job, not a new one.
+            state.job_created(spec.window, spec.export_type, job_id, created_at)
+            self.checkpoint()
+
+        engine = ExportJobs(
+            self.api,
+            self.kind,
+            parse=self.parse,
+            # The SDK reads config numbers as Decimal.
+            max_concurrent_jobs=int(config["max_concurrent_jobs"]),
+            fragment_concurrency=int(config["fragment_concurrency"]),
+            poll_interval=float(config["job_poll_interval_seconds"]),
+            job_timeout=float(config["job_timeout_seconds"]),
+            clock=clock,
+            log=self.logger,
+            on_created=on_created,
+        )
+        specs = [
+            JobSpec(window, export_type, self.request_body(window, export_type), state.pending_job(window, export_type))
+            for window in windows
+        ]
+        for spec, _job_id, records in engine.run(specs):
+            yield from records
+            state.window_done(spec.window, export_type, today, last=spec.window == windows[-1])
+            self.checkpoint()
+
+
+class ActivitiesStream(BackstoryExportStream):
+    """Raw activity data (emails, meetings, calls): `POST /pull/v1/export/activities/jobs`, JSON Lines."""
 
     name = "activities"
     primary_keys = ("uid",)
+    kind = "activities"
+    has_delta = True
 
-    def get_records(self, context):  # pragma: no cover - replaced by the job engine
-        raise NotImplementedError("activities export is not implemented yet")
+    @property
+    def api(self) -> ApiClient:
+        return self.tap.activity_api
+
+    def request_body(self, window: Window, export_type: str) -> dict:
+        return {
+            "start_date": window.start.isoformat(),
+            "end_date": window.end.isoformat(),
+            "activity_type": self.config["activity_type"],
+            "output_format": "JSONLines",
+            "export_type": export_type,
+        }
 
 
-class EnrichedContactsStream(TapStream):
-    """Enriched contacts: `POST /pull/v1/export/contacts/jobs`, JSON or CSV."""
+class EnrichedContactsStream(BackstoryExportStream):
+    """Enriched contacts: `POST /pull/v1/export/contacts/jobs`, JSON or CSV, typed the same either way."""
 
     name = "enriched_contacts"
     primary_keys = ("email",)
+    kind = "contacts"
 
-    def get_records(self, context):  # pragma: no cover - replaced by the job engine
-        raise NotImplementedError("enriched_contacts export is not implemented yet")
+    @property
+    def api(self) -> ApiClient:
+        return self.tap.object_api
+
+    def request_body(self, window: Window, export_type: str) -> dict:
+        config = self.config
+        body = {
+            "include_historical": config["contacts_include_historical"],
+            "include_existing": config["contacts_include_existing"],
+            "output_format": config["contacts_output_format"],
+            "start_date": window.start.isoformat(),
+            "end_date": window.end.isoformat(),
+            "is_sourced_by_people_ai": config["contacts_is_sourced_by_people_ai"],
+        }
+        for name in ("country", "state"):  # optional filters: absent means "any"
+            if config.get(f"contacts_{name}"):
+                body[name] = config[f"contacts_{name}"]
+        return body
+
+    def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
+        if self.config["contacts_output_format"] == "CSV":
+            records = (self.shaper.coerce(row, source, line) for line, row in read_csv_records(body, source))
+        else:
+            records = super().parse(body, source)
+        # JSON omits empty keys and CSV has empty cells: drop nulls so both give the very same record.
+        for record in records:
+            yield {key: value for key, value in record.items() if value is not None}

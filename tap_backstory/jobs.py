@@ -1,0 +1,408 @@
+"""Backstory bulk export jobs: create → poll → download fragments → parse, with no Singer inside.
+
+The vocabulary is that of a declarative async retriever: a *creation* request per window, a *polling*
+request with a status mapping (Queued/Running → wait, Completed → download, Failed/Canceled → retry with a
+new job, too slow → time-out), and a *download* of the result fragments.
+
+`ExportJobs.run(specs)` yields `(spec, job_id, records)` strictly in window order. While the caller reads
+window k, the jobs of the next windows may already be queued or running (pipelining), but never more than
+`max_concurrent_jobs` of ours at once: a job holds a slot until we have seen it Completed/Failed/Canceled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+import typing as t
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import urllib3.exceptions
+
+from tap_backstory.client import (
+    RETRIABLE_STATUSES,
+    TRANSPORT_ERRORS,
+    ApiClient,
+    ApiError,
+    TapBackstoryError,
+    backoff_delay,
+)
+from tap_backstory.windows import RETENTION, Clock, PendingJob, Window
+
+WAITING_STATES = frozenset({"Queued", "Running"})
+FAILED_STATES = frozenset({"Failed", "Canceled"})
+COMPLETED = "Completed"
+MAX_JOB_RETRIES = 2
+"""A window whose job ends Failed/Canceled gets this many new jobs before the run fails."""
+FRAGMENT_TRIES = 4
+CHUNK_SIZE = 1 << 20
+BYTES_PER_TIMEOUT_STEP = 20 * 1024 * 1024
+SECONDS_PER_TIMEOUT_STEP = 60
+"""Backstory: "the maximum timeout for data retrieval ... is 60 seconds per 20mb of data"."""
+MAX_POLL_INTERVAL = 60.0
+
+# A body cut off mid-way surfaces as one of these (requests wraps most; raw urllib3/http.client leak through).
+DROPPED_BODY_ERRORS = (
+    *TRANSPORT_ERRORS,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    http.client.IncompleteRead,
+)
+
+Parser = t.Callable[[t.BinaryIO, str], t.Iterator[dict]]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One window's export request."""
+
+    window: Window
+    export_type: str  # "snapshot" | "delta"; the state key (contacts send no export_type in the body)
+    body: dict
+    resume: PendingJob | None = None  # a job created by an earlier run for this very window
+
+    def __str__(self) -> str:
+        return f"{self.window} ({self.export_type})"
+
+
+@dataclass
+class _Slot:
+    """The job (or successive jobs, after failures) of one window."""
+
+    spec: JobSpec
+    job_id: str | None = None
+    state: str | None = None
+    info: dict = field(default_factory=dict)
+    jobs_created: int = 0
+    started: float = 0.0  # monotonic: when the current job was created (or adopted)
+    first_try: float | None = None  # monotonic: first attempt to create a job for this window
+    not_before: float = 0.0  # monotonic: no creation attempt before (after a 429 / too many jobs)
+    create_wait: float = 0.0
+    interval: float = 0.0
+    resume_checked: bool = False
+
+    @property
+    def alive(self) -> bool:
+        """Holds one of our job slots: created and not yet seen in a final state."""
+        return self.job_id is not None and self.state not in FAILED_STATES and self.state != COMPLETED
+
+
+class _Retry(Exception):
+    """A fragment download to start again from byte 0."""
+
+
+class _Stopped(Exception):
+    """The reader stopped early; abandon the download."""
+
+
+class ExportJobs:
+    """Runs the export jobs of one Backstory API (`kind` "activities" or "contacts")."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        kind: str,
+        *,
+        parse: Parser,
+        max_concurrent_jobs: int,
+        fragment_concurrency: int,
+        poll_interval: float,
+        job_timeout: float,
+        clock: Clock,
+        log: logging.Logger,
+        on_created: t.Callable[[JobSpec, str, t.Any], None] = lambda spec, job_id, created_at: None,
+    ) -> None:
+        self.api = api
+        self.path = f"/pull/v1/export/{kind}/jobs"
+        self.parse = parse
+        self.max_concurrent_jobs = max_concurrent_jobs
+        self.fragment_concurrency = fragment_concurrency
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max(MAX_POLL_INTERVAL, poll_interval)
+        self.job_timeout = job_timeout
+        self.clock = clock
+        self.log = log
+        self.on_created = on_created
+
+    # --- the pipeline ----------------------------------------------------------------------------------
+    def run(self, specs: t.Iterable[JobSpec]) -> t.Iterator[tuple[JobSpec, str, t.Iterator[dict]]]:
+        """Yield each window's records in order; the caller must read them before asking for the next."""
+        todo = deque(specs)
+        ahead: deque[_Slot] = deque()
+        while todo or ahead:
+            while todo and len(ahead) < self.max_concurrent_jobs + 1:
+                ahead.append(_Slot(todo.popleft(), interval=self.poll_interval))
+            head = ahead[0]
+            self._wait_completed(head, ahead)
+            ahead.popleft()
+            # The head no longer holds a slot: start the next windows' jobs before reading this one.
+            self._start_jobs(ahead)
+            yield head.spec, str(head.job_id), self._records(head)
+
+    def _wait_completed(self, head: _Slot, ahead: deque[_Slot]) -> None:
+        while True:
+            if head.state in FAILED_STATES and head.jobs_created > MAX_JOB_RETRIES:
+                message = head.info.get("message") or head.info.get("error") or "no message from the server"
+                raise TapBackstoryError(
+                    f"export job {head.job_id} for window {head.spec} ended {head.state} ({message}); "
+                    f"gave up after {head.jobs_created} jobs for this window"
+                )
+            self._start_jobs(ahead)
+            if head.state == COMPLETED:
+                return
+            now = time.monotonic()
+            if head.job_id is None:
+                if head.first_try is not None and now - head.first_try > self.job_timeout:
+                    raise TapBackstoryError(
+                        f"could not create an export job for window {head.spec} within job_timeout_seconds="
+                        f"{self.job_timeout:g}: Backstory kept refusing new jobs (429 / too many jobs)"
+                    )
+                time.sleep(max(0.05, head.not_before - now))
+                continue
+            if now - head.started > self.job_timeout:
+                raise TapBackstoryError(
+                    f"export job {head.job_id} for window {head.spec} did not complete within "
+                    f"job_timeout_seconds={self.job_timeout:g} (last state: {head.state})"
+                )
+            time.sleep(head.interval)
+            head.interval = min(head.interval * 1.5, self.max_poll_interval)
+            for slot in ahead:  # also notice the later jobs finishing, which frees slots
+                if slot.alive:
+                    self._poll(slot)
+
+    def _start_jobs(self, ahead: deque[_Slot]) -> None:
+        """Create (or adopt from state) jobs for the windows in order, while we hold a free slot."""
+        for slot in ahead:
+            if slot.state in FAILED_STATES:
+                if slot.jobs_created > MAX_JOB_RETRIES:
+                    return  # its error is raised in its turn, after the earlier windows are emitted
+                self.log.warning(
+                    "Export job %s for window %s ended %s (%s); creating a new job",
+                    slot.job_id,
+                    slot.spec,
+                    slot.state,
+                    slot.info.get("message") or "no message from the server",
+                )
+                slot.job_id, slot.state, slot.info = None, None, {}
+            if slot.job_id is not None:
+                continue
+            if not slot.resume_checked:
+                slot.resume_checked = True
+                if slot.spec.resume and self._adopt(slot):
+                    continue
+            if sum(s.alive for s in ahead) >= self.max_concurrent_jobs or time.monotonic() < slot.not_before:
+                return  # windows get their jobs in order: never skip one
+            if not self._create(slot):
+                return
+
+    # --- creation, adoption, polling -------------------------------------------------------------------
+    def _create(self, slot: _Slot) -> bool:
+        """POST a new job; False when Backstory refuses for now (429 / too many jobs: waited out)."""
+        now = time.monotonic()
+        if slot.first_try is None:
+            slot.first_try = now
+        try:
+            response = self.api.request("POST", self.path, json=slot.spec.body, retry=False)
+        except ApiError as exc:
+            if not _is_temporary(exc):
+                raise
+            retry_after = getattr(exc, "retry_after", None)
+            slot.create_wait = min(max(slot.create_wait * 1.5, self.poll_interval), self.max_poll_interval)
+            wait = retry_after if retry_after is not None else slot.create_wait
+            slot.not_before = now + wait
+            self.log.info(
+                "Backstory did not take the job for window %s now (%s); retrying in %.1fs",
+                slot.spec,
+                _one_line(exc),
+                wait,
+            )
+            return False
+        info = response.json()
+        slot.job_id, slot.info = str(info["job_id"]), info
+        slot.state = info.get("state") or "Queued"
+        slot.jobs_created += 1
+        slot.started = time.monotonic()
+        slot.interval, slot.create_wait, slot.first_try = self.poll_interval, 0.0, None
+        self.log.info("Window %s: created export job %s (%s)", slot.spec, slot.job_id, slot.state)
+        self.on_created(slot.spec, slot.job_id, self.clock.now())
+        return True
+
+    def _adopt(self, slot: _Slot) -> bool:
+        """Reuse the job an earlier run created for this window, if Backstory still has it usable."""
+        pending = slot.spec.resume
+        assert pending is not None
+        age = pending.age(self.clock.now())
+        if age >= RETENTION:
+            self.log.info(
+                "Window %s: job %s in state is %s old, past the %d-day retention; creating a new job",
+                slot.spec,
+                pending.job_id,
+                age,
+                RETENTION.days,
+            )
+            return False
+        try:
+            info = self.api.request("GET", f"{self.path}/{pending.job_id}").json()
+        except ApiError as exc:
+            self.log.info(
+                "Window %s: job %s in state is not retrievable (%s); creating a new job",
+                slot.spec,
+                pending.job_id,
+                _one_line(exc),
+            )
+            return False
+        state = info.get("state")
+        if state in FAILED_STATES:
+            self.log.info("Window %s: job %s in state ended %s; creating a new job", slot.spec, pending.job_id, state)
+            return False
+        slot.job_id, slot.info, slot.state = pending.job_id, info, state
+        slot.started = time.monotonic()
+        self.log.info("Window %s: resuming export job %s from state (%s)", slot.spec, pending.job_id, state)
+        return True
+
+    def _poll(self, slot: _Slot) -> None:
+        info = self.api.request("GET", f"{self.path}/{slot.job_id}").json()
+        state = info.get("state")
+        slot.info = info
+        if state != slot.state:
+            self.log.info(
+                "Export job %s (window %s): %s -> %s after %.1fs",
+                slot.job_id,
+                slot.spec,
+                slot.state,
+                state,
+                time.monotonic() - slot.started,
+            )
+            if state not in WAITING_STATES | FAILED_STATES | {COMPLETED}:
+                self.log.warning("Export job %s has an unknown state %r; still waiting", slot.job_id, state)
+        slot.state = state
+
+    # --- download --------------------------------------------------------------------------------------
+    def _records(self, slot: _Slot) -> t.Iterator[dict]:
+        """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted."""
+        job_id, info = str(slot.job_id), slot.info
+        count = info.get("fragments", info.get("fragment"))
+        fragments: list[int | None] = list(range(int(count))) if count else [None]  # None: the stitched file
+        size = int(info.get("results_size") or 0)
+        read_timeout = SECONDS_PER_TIMEOUT_STEP * max(1, math.ceil(size / BYTES_PER_TIMEOUT_STEP))
+        self.log.info(
+            "Export job %s (window %s): downloading %d fragment(s), %s bytes",
+            job_id,
+            slot.spec,
+            len(fragments),
+            size or "unknown",
+        )
+        started, rows, total_bytes = time.monotonic(), 0, 0
+        stop = threading.Event()
+        futures: deque[Future] = deque()
+        pending = deque(fragments)
+        pool = ThreadPoolExecutor(self.fragment_concurrency, thread_name_prefix=f"job-{job_id}")
+
+        def submit_ahead() -> None:
+            # Bounded look-ahead: disk holds at most a few fragments beyond the one being parsed.
+            while pending and len(futures) < 2 * self.fragment_concurrency:
+                fragment = pending.popleft()
+                futures.append(pool.submit(self._download, job_id, fragment, read_timeout, stop))
+
+        try:
+            submit_ahead()
+            while futures:
+                path, fragment, nbytes = futures.popleft().result()
+                submit_ahead()
+                total_bytes += nbytes
+                source = f"export job {job_id}" + ("" if fragment is None else f" fragment {fragment}")
+                try:
+                    with open(path, "rb") as body:
+                        for record in self.parse(body, source):
+                            rows += 1
+                            yield record
+                finally:
+                    os.unlink(path)
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future in futures:  # downloaded but never parsed (the reader stopped early)
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    _unlink_quietly(future.result()[0])
+        elapsed = time.monotonic() - started
+        self.log.info(
+            "Window %s: %d rows, %d bytes from job %s in %.1fs (%.0f rows/s)",
+            slot.spec,
+            rows,
+            total_bytes,
+            job_id,
+            elapsed,
+            rows / elapsed if elapsed else rows,
+        )
+
+    def _download(
+        self, job_id: str, fragment: int | None, read_timeout: float, stop: threading.Event
+    ) -> tuple[str, int | None, int]:
+        """One fragment into a temp file; a dropped body is fetched again from byte 0 (no duplicates)."""
+        params = None if fragment is None else {"fragment": fragment}
+        what = f"export job {job_id} " + ("data" if fragment is None else f"fragment {fragment}")
+        handle, path = tempfile.mkstemp(prefix="tap-backstory-", suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                for attempt in range(FRAGMENT_TRIES):
+                    out.seek(0)
+                    out.truncate()
+                    try:
+                        written = self._fetch_into(out, f"{self.path}/{job_id}/data", params, read_timeout, stop)
+                    except (_Retry, *DROPPED_BODY_ERRORS) as exc:
+                        if attempt + 1 == FRAGMENT_TRIES:
+                            raise TapBackstoryError(
+                                f"{what} kept failing to download ({_one_line(exc)}) after {FRAGMENT_TRIES} tries"
+                            ) from None
+                        delay = backoff_delay(attempt)
+                        self.log.warning(
+                            "%s: download interrupted (%s); fetching it again from the start in %.1fs",
+                            what,
+                            _one_line(exc),
+                            delay,
+                        )
+                        time.sleep(delay)
+                        continue
+                    return path, fragment, written
+        except BaseException:
+            _unlink_quietly(path)
+            raise
+        raise AssertionError("unreachable")
+
+    def _fetch_into(
+        self, out: t.BinaryIO, path: str, params: dict | None, read_timeout: float, stop: threading.Event
+    ) -> int:
+        response = self.api.request("GET", path, params=params, stream=True, timeout=(10, read_timeout))
+        with response:
+            written = 0
+            for chunk in response.iter_content(CHUNK_SIZE):
+                if stop.is_set():
+                    raise _Stopped
+                out.write(chunk)
+                written += len(chunk)
+            # Content-Length counts encoded bytes: compare only when the body was not compressed.
+            expected = response.headers.get("Content-Length")
+            if expected and not response.headers.get("Content-Encoding") and written != int(expected):
+                raise _Retry(f"short body: {written} of {expected} bytes")
+        return written
+
+
+def _is_temporary(exc: ApiError) -> bool:
+    """A job-creation refusal to wait out: 429, 5xx, a dropped connection, or a 'too many jobs' message."""
+    return exc.status is None or exc.status in RETRIABLE_STATUSES or "too many" in str(exc).lower()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
