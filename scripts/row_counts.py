@@ -1,0 +1,42 @@
+"""Print the row count of every tap-backstory table in the DuckDB or PostgreSQL warehouse.
+
+usage: python scripts/row_counts.py duckdb|postgres [--json FILE]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+TABLES = ("activities", "enriched_contacts", "intent_feed_exports", "enriched_contact_records")
+SCHEMA = "tap_backstory"
+DUCKDB_FILE = "output/warehouse.duckdb"
+POSTGRES_DSN = "host=127.0.0.1 port=5433 user=tap password=tap dbname=tap"
+
+
+def counts(warehouse: str) -> dict[str, int]:
+    query = "select count(*) from {schema}.{table}"
+    if warehouse == "duckdb":
+        import duckdb
+
+        with duckdb.connect(DUCKDB_FILE, read_only=True) as con:
+            return {t: con.execute(query.format(schema=SCHEMA, table=t)).fetchone()[0] for t in TABLES}
+    import psycopg
+
+    with psycopg.connect(POSTGRES_DSN) as con:
+        return {t: con.execute(query.format(schema=SCHEMA, table=t)).fetchone()[0] for t in TABLES}
+
+
+def main() -> None:
+    warehouse = sys.argv[1]
+    result = counts(warehouse)
+    print(f"rows per table in {warehouse} (schema {SCHEMA}):")
+    for table, number in result.items():
+        print(f"  {table:<26} {number:>8}")
+    if "--json" in sys.argv:
+        with open(sys.argv[sys.argv.index("--json") + 1], "w") as out:
+            json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main()
