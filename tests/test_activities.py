@@ -1,0 +1,202 @@
+"""`activities` end to end: the real tap executable against the sandbox's Backstory API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.backstory_support import (
+    TODAY,
+    D,
+    assert_contiguous,
+    expected_uids,
+    run,
+    sandbox,
+    stream_state,
+    tap_config,
+    windows,
+)
+from tests.tap_runner import TAP_EXE, run_tap
+
+
+def uids_of(result) -> list[str]:
+    return [record["uid"] for record in result.records("activities")]
+
+
+def test_first_snapshot_run_then_delta_windows_after_a_40_day_pause():
+    with sandbox() as sb:
+        config = tap_config(sb, "activities", snapshot_window_days=15, max_concurrent_jobs=2)
+        first = run(sb, config)
+
+        # Exact record set, no duplicates, from snapshot windows covering start_date..today.
+        job_windows = windows(sb)
+        assert {w["export_type"] for w in job_windows} == {"snapshot"}
+        assert_contiguous(job_windows, D("2026-01-01"), TODAY, 15)
+        assert len(job_windows) == 4
+        uids = uids_of(first)
+        assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, job_windows)
+        state = stream_state(first.final_state, "activities")
+        assert state == {"bookmark": "2026-02-28", "snapshot_done": True, "pending_jobs": []}
+
+        # Never more than 2 of our jobs alive, and the next window's job was created before the
+        # previous window's data was downloaded (pipelining).
+        stats, events = sb.stats(), sb.events()
+        assert stats["max_jobs_alive"] <= 2
+        assert any(
+            _index(events, "job_created", job_windows[k + 1]["job_id"])
+            < _index(events, "fragment_served", job_windows[k]["job_id"])
+            for k in range(len(job_windows) - 1)
+        )
+        # A user can follow each window in the log: dates, job id, rows.
+        assert f"created export job {job_windows[0]['job_id']}" in first.stderr
+        assert "Window 2026-01-01..2026-01-15 (snapshot): 300 rows" in first.stderr
+
+        # 40 days later: only delta windows, from the bookmark + 1 (today re-read) to the new today.
+        later = TODAY + dt.timedelta(days=40)
+        sb.set_today(later)
+        sb.reset_stats()
+        second = run(sb, config, state=first.final_state)
+        delta_windows = windows(sb)
+        assert {w["export_type"] for w in delta_windows} == {"delta"}
+        assert len(delta_windows) == 3
+        assert_contiguous(delta_windows, D("2026-02-28") + dt.timedelta(days=1), later, 14)
+        uids = uids_of(second)
+        assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, delta_windows, today=later)
+        assert stream_state(second.final_state, "activities")["bookmark"] == (later - dt.timedelta(days=1)).isoformat()
+
+
+def _index(events: list[dict], kind: str, job_id) -> int:
+    return next(i for i, e in enumerate(events) if e["kind"] == kind and str(e.get("job_id")) == str(job_id))
+
+
+def test_failed_and_canceled_jobs_are_retried_with_integer_ids_and_fragment_key():
+    with sandbox(fail_jobs=1, cancel_jobs=1, integer_job_ids=True, fragment_count_key="fragment") as sb:
+        result = run(sb, tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15))
+        job_windows = windows(sb)
+        assert sb.stats()["faults_injected"] == {"fail_jobs": 1, "cancel_jobs": 1}
+        final_windows = {(w["start_date"], w["end_date"]) for w in job_windows}
+        assert len(job_windows) == len(final_windows) + 2  # one new job per Failed/Canceled one
+        uids = uids_of(result)
+        assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, job_windows)
+        pending = [entry for s in result.states for entry in stream_state(s, "activities").get("pending_jobs", [])]
+        assert pending and all(isinstance(entry["job_id"], str) for entry in pending)
+        assert "ended Failed" in result.stderr and "ended Canceled" in result.stderr
+
+
+def test_dropped_fragments_and_429_bursts_lose_and_duplicate_nothing():
+    with sandbox(drop_fragment=2, burst_429=3) as sb:
+        result = run(sb, tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15))
+        assert sb.stats()["faults_injected"] == {"drop_fragment": 2, "burst_429": 3}
+        uids = uids_of(result)
+        assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, windows(sb))
+        assert "fetching it again from the start" in result.stderr
+
+
+def test_a_window_failing_every_time_stops_the_run_naming_the_job_and_keeps_the_bookmark():
+    with sandbox(fail_jobs=3) as sb:
+        state = {"bookmarks": {"activities": {"bookmark": "2026-02-20"}}}
+        result = run_tap(
+            tap_config(sb, "activities"), state=state, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()}, timeout=60
+        )
+        last_job = windows(sb)[-1]
+        assert result.returncode != 0
+        assert f"export job {last_job['job_id']} for window 2026-02-21..2026-03-01" in result.error_line
+        assert "Failed" in result.error_line and "gave up after 3 jobs" in result.error_line
+        assert stream_state(result.final_state, "activities")["bookmark"] == "2026-02-20"
+        assert len(windows(sb)) == 3
+
+
+def test_a_run_killed_after_its_first_window_resumes_with_the_jobs_in_state():
+    with sandbox(job_run_seconds=0.4) as sb:
+        config = tap_config(sb, "activities", snapshot_window_days=15)
+        killed_state, first_uids = _run_until_first_bookmark(config)
+        resumed_state = stream_state(killed_state, "activities")
+        assert resumed_state["bookmark"] == "2026-01-15"
+        pending_ids = {entry["job_id"] for entry in resumed_state["pending_jobs"]}
+        assert pending_ids  # the next window's job was already created and saved
+
+        created_before = windows(sb)
+        second = run(sb, config, state=killed_state)
+        all_windows = windows(sb)
+        new_jobs = all_windows[len(created_before) :]
+        # Window 1 is not exported again, and the saved jobs are reused rather than created again.
+        assert all(w["start_date"] > "2026-01-15" for w in new_jobs)
+        saved_windows = {(w["start_date"], w["end_date"]) for w in created_before if str(w["job_id"]) in pending_ids}
+        assert not saved_windows & {(w["start_date"], w["end_date"]) for w in new_jobs}
+        assert "resuming export job" in second.stderr
+
+        uids = uids_of(second)
+        assert len(uids) == len(set(uids)) and not set(uids) & set(first_uids)
+        assert set(first_uids) | set(uids) == expected_uids(sb, _final_windows(all_windows))
+        assert stream_state(second.final_state, "activities")["bookmark"] == "2026-02-28"
+
+
+def _final_windows(job_windows: list[dict]) -> list[dict]:
+    return list({(w["start_date"], w["end_date"]): w for w in job_windows}.values())
+
+
+def _run_until_first_bookmark(config: dict) -> tuple[dict, list[str]]:
+    """Run the tap, SIGKILL it as soon as it emits a STATE with a bookmark; (that state, uids read so far)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp, "config.json")
+        config_path.write_text(json.dumps(config))
+        env = {**os.environ, "TAP_BACKSTORY_TODAY": TODAY.isoformat()}
+        proc = subprocess.Popen(
+            [TAP_EXE, "--config", str(config_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        uids, state = [], None
+        try:
+            for line in proc.stdout:
+                message = json.loads(line)
+                if message["type"] == "RECORD":
+                    uids.append(message["record"]["uid"])
+                elif message["type"] == "STATE" and stream_state(message["value"], "activities").get("bookmark"):
+                    state = message["value"]
+                    break
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert state is not None, "the tap ended without a bookmark"
+    return state, uids
+
+
+def test_a_pending_job_past_the_retention_is_not_reused():
+    with sandbox() as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15)
+        run(sb, config)
+        old, young = windows(sb)
+        now = dt.datetime.combine(TODAY, dt.datetime.now(dt.UTC).time(), tzinfo=dt.UTC)
+
+        def entry(window: dict, age: dt.timedelta) -> dict:
+            created = (now - age).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return {
+                "window_start": window["start_date"],
+                "window_end": window["end_date"],
+                "export_type": "snapshot",
+                "job_id": str(window["job_id"]),
+                "created_at": created,
+            }
+
+        state = {
+            "bookmarks": {
+                "activities": {
+                    "pending_jobs": [entry(old, dt.timedelta(days=10, hours=1)), entry(young, dt.timedelta(days=1))]
+                }
+            }
+        }
+        sb.reset_stats()
+        result = run(sb, config, state=state)
+        recreated = windows(sb)
+        assert [(w["start_date"], w["end_date"]) for w in recreated] == [(old["start_date"], old["end_date"])]
+        assert "past the 10-day retention" in result.stderr
+        uids = uids_of(result)
+        assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, [old, young])

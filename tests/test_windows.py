@@ -1,0 +1,106 @@
+"""Window planning and the export streams' state (pure functions, no HTTP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+from tap_backstory.windows import ExportState, Window, completed_through, plan_windows
+
+D = dt.date.fromisoformat
+TODAY = D("2026-03-01")
+
+
+def plan(state: dict, *, delta: bool = True, start: str = "2025-01-01", end: dt.date = TODAY, snapshot_days=365):
+    return ExportState(state).plan(
+        start_date=D(start), end_date=end, snapshot_window_days=snapshot_days, delta_window_days=14 if delta else None
+    )
+
+
+def assert_contiguous(windows: list[Window], start: dt.date, end: dt.date, max_days: int) -> None:
+    assert windows[0].start == start and windows[-1].end == end
+    for earlier, later in itertools.pairwise(windows):
+        assert later.start == earlier.end + dt.timedelta(days=1)
+    assert all(1 <= w.days <= max_days for w in windows)
+
+
+def test_plan_windows_splits_into_contiguous_windows_of_at_most_n_days():
+    windows = plan_windows(D("2026-01-01"), D("2026-03-01"), 20)
+    assert [w.days for w in windows] == [20, 20, 20]
+    assert_contiguous(windows, D("2026-01-01"), D("2026-03-01"), 20)
+    assert plan_windows(D("2026-01-02"), D("2026-01-01"), 5) == []
+    assert plan_windows(D("2026-01-01"), D("2026-01-01"), 5) == [Window(D("2026-01-01"), D("2026-01-01"))]
+
+
+def test_first_run_is_a_snapshot_from_start_date_to_today():
+    export_type, windows = plan({}, snapshot_days=100)
+    assert export_type == "snapshot"
+    assert_contiguous(windows, D("2025-01-01"), TODAY, 100)
+
+
+def test_run_after_a_40_day_pause_issues_three_delta_windows_from_the_day_after_the_bookmark():
+    bookmark = TODAY - dt.timedelta(days=41)
+    export_type, windows = plan({"bookmark": bookmark.isoformat(), "snapshot_done": True})
+    assert export_type == "delta"
+    assert len(windows) == 3
+    assert_contiguous(windows, bookmark + dt.timedelta(days=1), TODAY, 14)
+
+
+def test_interrupted_snapshot_goes_on_with_snapshot_windows():
+    export_type, windows = plan({"bookmark": "2025-06-30"}, snapshot_days=100)
+    assert export_type == "snapshot"
+    assert_contiguous(windows, D("2025-07-01"), TODAY, 100)
+
+
+def test_a_stream_without_delta_always_uses_snapshot_windows():
+    export_type, windows = plan({"bookmark": "2026-01-01", "snapshot_done": True}, delta=False, snapshot_days=30)
+    assert export_type == "snapshot"
+    assert_contiguous(windows, D("2026-01-02"), TODAY, 30)
+
+
+def test_nothing_to_do_when_the_bookmark_reaches_the_end():
+    assert plan({"bookmark": "2026-02-01", "snapshot_done": True}, end=D("2026-02-01"))[1] == []
+    assert plan({"bookmark": "2026-02-05", "snapshot_done": True}, end=D("2026-02-01"))[1] == []
+
+
+def test_bookmark_is_the_last_day_that_had_ended_and_never_moves_back():
+    assert completed_through(Window(D("2026-02-01"), D("2026-02-14")), TODAY) == D("2026-02-14")
+    assert completed_through(Window(D("2026-02-20"), TODAY), TODAY) == D("2026-02-28")  # today is read again
+    state: dict = {}
+    export = ExportState(state)
+    export.window_done(Window(D("2026-02-20"), TODAY), "snapshot", TODAY, last=True)
+    assert state == {"bookmark": "2026-02-28", "snapshot_done": True, "pending_jobs": []}
+    export.window_done(Window(TODAY, TODAY), "delta", TODAY, last=True)  # a today-only window earns nothing
+    assert state["bookmark"] == "2026-02-28"
+    assert plan(state)[1] == [Window(TODAY, TODAY)]
+
+
+def test_snapshot_is_done_only_after_its_last_window():
+    state: dict = {}
+    ExportState(state).window_done(Window(D("2026-01-01"), D("2026-01-31")), "snapshot", TODAY, last=False)
+    assert "snapshot_done" not in state and state["bookmark"] == "2026-01-31"
+
+
+def test_pending_jobs_are_recorded_found_and_dropped_per_window():
+    state: dict = {}
+    export = ExportState(state)
+    first, second = Window(D("2026-01-01"), D("2026-01-14")), Window(D("2026-01-15"), D("2026-01-28"))
+    created = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.UTC)
+    export.job_created(first, "delta", 123, created)  # an integer job id is kept as a string
+    export.job_created(second, "delta", "abc", created)
+    assert state["pending_jobs"][0] == {
+        "window_start": "2026-01-01",
+        "window_end": "2026-01-14",
+        "export_type": "delta",
+        "job_id": "123",
+        "created_at": "2026-02-01T08:30:00Z",
+    }
+    pending = export.pending_job(first, "delta")
+    assert pending is not None and (pending.job_id, pending.created_at) == ("123", created)
+    assert export.pending_job(first, "snapshot") is None  # another export type is another job
+    export.job_created(first, "delta", "124", created)  # a retried window replaces its entry
+    assert [entry["job_id"] for entry in state["pending_jobs"]] == ["abc", "124"]
+    export.keep_pending([second], "delta")
+    assert [entry["job_id"] for entry in state["pending_jobs"]] == ["abc"]
+    export.window_done(second, "delta", TODAY, last=True)
+    assert state["pending_jobs"] == []
