@@ -1,0 +1,107 @@
+"""Shared by the ContactBased end-to-end tests: a small in-process sandbox, tap config and expectations."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+from tap_backstory_sandbox import DEMO_CREDENTIALS, FEED_A_ID, FEED_B_ID, Sandbox, SandboxSettings, data
+from tests.tap_runner import TAP_EXE, TapRun, run_tap
+
+TODAY = date(2026, 3, 1)
+FEEDS = (FEED_A_ID, FEED_B_ID)
+INTENT = "intent_feed_exports"
+ENRICHED = "enriched_contact_records"
+
+
+@contextlib.contextmanager
+def sandbox(**overrides):
+    """Small, fast data: feed A 40 rows/day, feed B 25 rows/day, 25-row pages."""
+    settings = {"today": TODAY, "page_size": 25, **overrides}
+    with Sandbox(SandboxSettings(**settings)) as sb:
+        yield sb
+
+
+def tap_config(sb: Sandbox, **settings) -> dict:
+    """Only the ContactBased key: the two ContactBased streams are the only ones discovered."""
+    return {
+        "contactbased_api_url": sb.contactbased_url,
+        "contactbased_api_key": DEMO_CREDENTIALS["contactbased_api_key"],
+        "intent_lookback_days": 3,
+        **settings,
+    }
+
+
+def today_env(sb: Sandbox) -> dict:
+    """The tap's clock follows the sandbox's day."""
+    return {"TAP_BACKSTORY_TODAY": sb.settings.current_day().isoformat()}
+
+
+def run(sb: Sandbox, config: dict, state: dict | None = None, catalog: dict | None = None) -> TapRun:
+    return run_tap(config, state=state, catalog=catalog, env=today_env(sb), timeout=120)
+
+
+def window(sb: Sandbox, lookback: int) -> tuple[date, date]:
+    today = sb.settings.current_day()
+    return today - timedelta(days=lookback - 1), today
+
+
+def expected_rows(sb: Sandbox, feed_id: str, lookback: int, **kwargs) -> int:
+    return data.expected_intent_rows(sb.settings, feed_id, *window(sb, lookback), **kwargs)
+
+
+def expected_contact_ids(sb: Sandbox, feeds: tuple[str, ...], lookback: int) -> set[str]:
+    return set().union(*(data.expected_intent_contact_ids(sb.settings, feed, *window(sb, lookback)) for feed in feeds))
+
+
+def malformed_contact_ids(sb: Sandbox, feeds: tuple[str, ...], lookback: int) -> set[str]:
+    rows = [row for feed in feeds for row in data.iter_intent_rows(sb.settings, feed, *window(sb, lookback))]
+    return {row["contact_id"] for row in rows if row["contact_id"] and not data.is_valid_contact_id(row["contact_id"])}
+
+
+def duplicates(keys) -> list:
+    return [key for key, count in Counter(keys).items() if count > 1]
+
+
+def row_keys(records: list[dict]) -> list[tuple[str, int]]:
+    return [(record["export_id"], record["row_number"]) for record in records]
+
+
+def run_until_state(sb: Sandbox, config: dict, predicate) -> tuple[list[dict], dict]:
+    """Start the tap, read its stdout until a STATE satisfies `predicate`, then SIGKILL it.
+
+    Returns the RECORD messages read before that STATE, and that STATE (what a target would have committed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp, "config.json")
+        config_path.write_text(json.dumps(config))
+        proc = subprocess.Popen(
+            [TAP_EXE, "--config", str(config_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **today_env(sb)},
+        )
+        records: list[dict] = []
+        try:
+            for line in proc.stdout:
+                message = json.loads(line)
+                if message["type"] == "RECORD":
+                    records.append(message)
+                elif message["type"] == "STATE" and predicate(message["value"]):
+                    return records, message["value"]
+            raise AssertionError("the tap ended before the awaited STATE")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+
+
+def feed_flight(state: dict, feed_id: str) -> dict:
+    return state.get("bookmarks", {}).get(INTENT, {}).get("feeds", {}).get(feed_id, {}).get("in_flight", {})

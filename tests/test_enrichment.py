@@ -1,0 +1,117 @@
+"""End to end: `enriched_contact_records`, the batched child of `intent_feed_exports`."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tap_backstory_sandbox import FEED_A_ID, data
+from tests.contactbased_support import (
+    ENRICHED,
+    FEEDS,
+    INTENT,
+    duplicates,
+    expected_contact_ids,
+    expected_rows,
+    malformed_contact_ids,
+    row_keys,
+    run,
+    sandbox,
+    tap_config,
+)
+from tests.tap_runner import TAP_EXE
+
+
+def discover(config: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "config.json")
+        path.write_text(json.dumps(config))
+        proc = subprocess.run(
+            [TAP_EXE, "--config", str(path), "--discover"], capture_output=True, text=True, check=True
+        )
+    return json.loads(proc.stdout)
+
+
+def assert_enriched_exactly(sb, records: list[dict], expected_ids: set[str]) -> None:
+    """One record per expected id, each the sandbox's envelope for it (empty ones with found_sections 0)."""
+    assert not duplicates(record["contact_id"] for record in records)
+    assert {record["contact_id"] for record in records} == expected_ids
+    for record in records:
+        sections = data.enrichment(sb.settings, record["contact_id"])
+        assert {name: record[name] for name in sections} == sections
+        assert record["found_sections"] == sum(value is not None for value in sections.values())
+
+
+def test_distinct_valid_ids_enriched_once_in_full_batches():
+    with sandbox() as sb:
+        result = run(sb, tap_config(sb, enrichment_batch_size=40))
+        assert result.returncode == 0, result.stderr[-2000:]
+        expected = expected_contact_ids(sb, FEEDS, 3)
+        rows_with_id = [r for r in result.records(INTENT) if r["contact_id"]]
+        assert len(rows_with_id) > len(expected)  # ids repeat across pages and feeds
+        records = result.records(ENRICHED)
+        assert_enriched_exactly(sb, records, expected)
+        assert any(record["found_sections"] == 0 for record in records)  # empty envelopes are emitted
+
+        stats = sb.stats()
+        assert len(stats["enrich_batches"]) == math.ceil(len(expected) / 40)
+        assert stats["enrich_batches"][:-1] == [40] * (len(stats["enrich_batches"]) - 1)
+        assert stats["enrich_ids_sent"] == len(expected)
+
+        # Malformed ids were never sent (the sandbox answers 400 to one) and are reported once.
+        malformed = malformed_contact_ids(sb, FEEDS, 3)
+        assert malformed
+        assert result.stderr.count("malformed contact_id") == 1
+        assert f"skipped {len(malformed)} distinct malformed contact_id values" in result.stderr
+        assert result.final_state["bookmarks"][ENRICHED] == {"pending_contact_ids": []}
+
+
+def test_enrichment_runs_while_the_export_is_read():
+    """A full batch is enriched as soon as it fills, before the export's last page is read."""
+    with sandbox() as sb:
+        result = run(sb, tap_config(sb, intent_feed_ids=[FEED_A_ID], enrichment_batch_size=10))
+        assert result.returncode == 0, result.stderr[-2000:]
+        kinds = [event["kind"] for event in sb.events() if event["kind"] in ("page_served", "enrich_batch")]
+        assert kinds.index("enrich_batch") < len(kinds) - 1 - kinds[::-1].index("page_served")
+        assert_enriched_exactly(sb, result.records(ENRICHED), expected_contact_ids(sb, (FEED_A_ID,), 3))
+
+
+def test_413_halves_the_batch_and_every_id_is_still_enriched_once():
+    with sandbox(enrich_batch_limit=7) as sb:
+        result = run(sb, tap_config(sb, enrichment_batch_size=30))
+        assert result.returncode == 0, result.stderr[-2000:]
+        expected = expected_contact_ids(sb, FEEDS, 3)
+        assert_enriched_exactly(sb, result.records(ENRICHED), expected)
+        batches = sb.stats()["enrich_batches"]
+        assert batches[:3] == [30, 15, 7]  # refused, refused, accepted: later requests stay at 7
+        assert max(batches[3:]) == 7
+        assert sb.stats()["enrich_ids_sent"] == len(expected)
+
+
+def test_502s_while_paging_and_enriching_are_retried_with_the_exact_record_set():
+    with sandbox(page_errors=2, enrich_errors=2) as sb:
+        result = run(sb, tap_config(sb, enrichment_batch_size=50))
+        assert result.returncode == 0, result.stderr[-2000:]
+        records = result.records(INTENT)
+        assert len(records) == sum(expected_rows(sb, feed, 3) for feed in FEEDS)
+        assert not duplicates(row_keys(records))
+        assert_enriched_exactly(sb, result.records(ENRICHED), expected_contact_ids(sb, FEEDS, 3))
+        assert sb.stats()["faults_injected"]  # the faults did fire
+        assert result.stderr.count("answered 502") == 4
+
+
+def test_enrichment_alone_selected_still_reads_the_exports():
+    with sandbox() as sb:
+        config = tap_config(sb, enrichment_batch_size=100)
+        catalog = discover(config)
+        for entry in catalog["streams"]:
+            for metadata in entry["metadata"]:
+                if metadata["breadcrumb"] == []:
+                    metadata["metadata"]["selected"] = entry["tap_stream_id"] == ENRICHED
+        result = run(sb, config, catalog=catalog)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.records(INTENT) == []
+        assert_enriched_exactly(sb, result.records(ENRICHED), expected_contact_ids(sb, FEEDS, 3))
