@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The test command (README "Run the tests"): lint, then the whole pytest suite against the bundled sandbox.
+# The test command (README "Run the tests", and what CI runs): lint, the pytest suite against the bundled
+# sandbox, then the Meltano end-to-end check into DuckDB and PostgreSQL (scripts/e2e.sh).
+# `scripts/test.sh --quick` skips the end-to-end part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export UV_PYTHON_DOWNLOADS=never
-command -v uv >/dev/null || python3 -m pip install -q 'uv==0.13.9'
-uv sync --locked --quiet
-uv run --frozen ruff check tap_backstory tap_backstory_sandbox tests
-uv run --frozen pytest -q "$@"
+source scripts/lib.sh
+ensure_tools
+uv run --frozen ruff check tap_backstory tap_backstory_sandbox tests scripts benchmarks
+uv run --frozen pytest -q
+if [ "${1:-}" != "--quick" ]; then
+  scripts/e2e.sh
+fi
