@@ -55,6 +55,7 @@ def test_first_snapshot_run_then_delta_windows_after_a_40_day_pause():
         # A user can follow each window in the log: dates, job id, rows.
         assert f"created export job {job_windows[0]['job_id']}" in first.stderr
         assert "Window 2026-01-01..2026-01-15 (snapshot): 300 rows" in first.stderr
+        assert not [secret for key, secret in config.items() if key.endswith("_secret") and secret in first.stderr]
 
         # 40 days later: only delta windows, from the bookmark + 1 (today re-read) to the new today.
         later = TODAY + dt.timedelta(days=40)
@@ -109,6 +110,16 @@ def test_a_window_failing_every_time_stops_the_run_naming_the_job_and_keeps_the_
         assert "Failed" in result.error_line and "gave up after 3 jobs" in result.error_line
         assert stream_state(result.final_state, "activities")["bookmark"] == "2026-02-20"
         assert len(windows(sb)) == 3
+
+
+def test_a_job_that_never_completes_times_out_naming_the_job_and_the_setting():
+    with sandbox(job_run_seconds=60) as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-20", job_timeout_seconds=1)
+        result = run_tap(config, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()}, timeout=60)
+        job_id = windows(sb)[0]["job_id"]
+        assert result.returncode != 0
+        assert f"export job {job_id} for window 2026-02-20..2026-03-01" in result.error_line
+        assert "job_timeout_seconds=1" in result.error_line
 
 
 def test_a_run_killed_after_its_first_window_resumes_with_the_jobs_in_state():
