@@ -19,10 +19,10 @@ import urllib.request
 from dataclasses import fields
 
 sys.path.insert(0, "scripts")
-from row_counts import counts  # noqa: E402
+from row_counts import counts
 
-from tap_backstory_sandbox import SandboxSettings  # noqa: E402
-from tap_backstory_sandbox.data import (  # noqa: E402
+from tap_backstory_sandbox import SandboxSettings
+from tap_backstory_sandbox.data import (
     expected_activity_uids,
     expected_contact_emails,
     expected_intent_contact_ids,
@@ -91,7 +91,8 @@ def main() -> None:
         with open(args.before, "w") as out:
             json.dump(counts("postgres"), out)
     else:
-        before = json.load(open(args.before))
+        with open(args.before) as saved:
+            before = json.load(saved)
         activity_windows = [w for w in stats["job_windows"] if w["stream"] == "activities"]
         kinds = sorted({w["export_type"] for w in activity_windows})
         print(f"  second run: activity windows requested {[(w['start_date'], w['end_date']) for w in activity_windows]}"
