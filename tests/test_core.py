@@ -1,0 +1,27 @@
+"""The Singer SDK's standard tap tests (CLI, discovery, schemas, records, primary keys), against the sandbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from singer_sdk.testing import SuiteConfig, get_tap_test_class
+
+from tap_backstory.tap import TapBackstory
+from tap_backstory_sandbox import Sandbox, SandboxSettings
+
+# One sandbox for the module; its "today" is the real UTC date, like the tap's clock here.
+SANDBOX = Sandbox(SandboxSettings(job_queue_seconds=0.05, job_run_seconds=0.1, contacts_per_day=10)).start()
+CONFIG = {
+    **SANDBOX.tap_config(),
+    "start_date": (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=20)).isoformat(),
+    "job_poll_interval_seconds": 0.1,
+    "intent_lookback_days": 2,
+    # The dry run stops each stream after 60 records; small batches let enrichment emit before that.
+    "enrichment_batch_size": 20,
+}
+
+TestTapBackstory = get_tap_test_class(
+    tap_class=TapBackstory,
+    config=CONFIG,
+    suite_config=SuiteConfig(max_records_limit=60),
+)
