@@ -62,7 +62,9 @@ class IntentFeedExportsStream(TapStream):
     def get_records(self, context: dict | None) -> t.Iterator[dict]:
         """Rows of every feed. One record is held back so the last record of the run is known: it flushes
         the final partial enrichment batch (`generate_child_contexts`). Progress (next page, finished
-        window) is applied only after the held record went out, so no STATE ever claims an unsent row."""
+        window) is applied only after the held record went out, so no STATE ever claims an unsent row.
+        Reservations (a search's job_id, an export's id) are checkpointed at once: they claim no row, and
+        losing them would make a resumed run search or export again."""
         self._last_record: dict | None = None
         held: dict | None = None
         deferred: list[Progress] = []
@@ -91,8 +93,7 @@ class IntentFeedExportsStream(TapStream):
         deferred.clear()
 
     def _rows_and_progress(self) -> t.Iterator[dict | Progress]:
-        feeds = self._feeds()
-        for feed in feeds:
+        for feed in self._feeds():
             yield from self._feed_rows(feed)
 
     # --- feeds, windows, quota --------------------------------------------------------------------------
