@@ -22,14 +22,22 @@ class TapStream(Stream):
 
     schema = StreamSchema(SchemaDirectory(schemas))
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
-    # Bookmarks are whole days kept by the tap itself (`bookmarks`), not a per-record replication key.
-    forced_replication_method = "INCREMENTAL"
 
     _tap: TapBackstory
 
     @property
     def tap(self) -> TapBackstory:
         return self._tap
+
+    @property
+    def replication_method(self) -> str:
+        """FULL_TABLE as far as the SDK is concerned, whatever a catalog asks.
+
+        Runs are incremental, but by whole-day bookmarks the tap keeps itself (`bookmarks`), not by a
+        per-record replication key: the SDK's INCREMENTAL path requires one and would fail on the first
+        record (a class-level `forced_replication_method` does not help: the SDK resets it per instance).
+        """
+        return "FULL_TABLE"
 
     @functools.cached_property
     def shaper(self) -> RecordShaper:
