@@ -211,3 +211,27 @@ def test_a_pending_job_past_the_retention_is_not_reused():
         assert "past the 10-day retention" in result.stderr
         uids = uids_of(result)
         assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, [old, young])
+
+
+def test_a_catalog_asking_for_incremental_replication_still_syncs():
+    """Meltano may pass `replication-method: INCREMENTAL`; the day bookmarks are the tap's own either way."""
+    schema = json.loads(Path(__file__).parents[1] / "tap_backstory/schemas/activities.json".read_text())
+    metadata = {"selected": True, "forced-replication-method": "INCREMENTAL"}
+    catalog = {
+        "streams": [
+            {
+                "tap_stream_id": "activities",
+                "stream": "activities",
+                "schema": schema,
+                "replication_method": "INCREMENTAL",
+                "key_properties": ["uid"],
+                "metadata": [{"breadcrumb": [], "metadata": metadata}],
+            }
+        ]
+    }
+    with sandbox() as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-25")
+        result = run_tap(config, catalog=catalog, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()}, timeout=60)
+        assert result.returncode == 0, result.error_line
+        assert {r["uid"] for r in result.records("activities")} == expected_uids(sb, windows(sb))
+        assert stream_state(result.final_state, "activities")["bookmark"] == "2026-02-28"
