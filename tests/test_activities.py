@@ -215,7 +215,7 @@ def test_a_pending_job_past_the_retention_is_not_reused():
 
 def test_a_catalog_asking_for_incremental_replication_still_syncs():
     """Meltano may pass `replication-method: INCREMENTAL`; the day bookmarks are the tap's own either way."""
-    schema = json.loads(Path(__file__).parents[1] / "tap_backstory/schemas/activities.json".read_text())
+    schema = json.loads((Path(__file__).parents[1] / "tap_backstory/schemas/activities.json").read_text())
     metadata = {"selected": True, "forced-replication-method": "INCREMENTAL"}
     catalog = {
         "streams": [
