@@ -23,7 +23,9 @@ Behaviour, with the vendor doc it follows (files in ``shared/api``):
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
 import re
 import secrets
 import threading
@@ -31,6 +33,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -270,10 +274,10 @@ class Backstory:
             frags = max(1, min(self.state.settings.fragments, n))
             job.n_records = n
             job.bounds = [(k * n // frags, (k + 1) * n // frags - k * n // frags) for k in range(frags)]
-            if n <= EXACT_SIZE_LIMIT:
-                job.fragment_sizes = [sum(len(c) for c in self.chunks(job, k)) for k in range(frags)]
+            if n <= EXACT_SIZE_LIMIT or self.state.settings.cache_exports_dir:  # cached bodies: sizes are free
+                job.fragment_sizes = [self._body_size(job, k) for k in range(frags)]
                 job.results_size = (sum(job.fragment_sizes) if job.stream == "activities"
-                                    else sum(len(c) for c in self.chunks(job, None)))
+                                    else self._body_size(job, None))
             else:
                 sample = list(self._records(job, 0, 1000))
                 avg = sum(len(r.encode()) for r in sample) / max(1, len(sample))
@@ -312,7 +316,52 @@ class Backstory:
                 yield data.contact_json(rec) + ("" if array else "\n")
 
     def chunks(self, job: Job, fragment: int | None) -> Iterator[bytes]:
-        """The body of one fragment (or of the stitched file) as byte chunks of about 64 KiB."""
+        """The body of one fragment (or of the stitched file) as byte chunks of about 64 KiB.
+
+        With ``cache_exports_dir`` set, a body is rendered once into a file of that folder (keyed by everything
+        its bytes depend on) and then read back, so serving it costs no CPU beyond the socket writes.
+        """
+        path = self._cache_path(job, fragment)
+        if path is None:
+            yield from self._render_chunks(job, fragment)
+            return
+        if not path.exists():
+            part = path.with_name(f"{path.name}.{secrets.token_hex(4)}.part")
+            with open(part, "wb") as out:
+                for chunk in self._render_chunks(job, fragment):
+                    out.write(chunk)
+            os.replace(part, path)  # atomic: a concurrent reader sees the whole file or none
+        with open(path, "rb") as body:
+            while chunk := body.read(CHUNK):
+                yield chunk
+
+    def _body_size(self, job: Job, fragment: int | None) -> int:
+        path = self._cache_path(job, fragment)
+        if path is None:
+            return sum(len(c) for c in self.chunks(job, fragment))
+        if not path.exists():
+            for _ in self.chunks(job, fragment):  # renders it into the cache
+                break
+        return path.stat().st_size
+
+    def _cache_path(self, job: Job, fragment: int | None) -> Path | None:
+        s = self.state.settings
+        if not s.cache_exports_dir:
+            return None
+        skip, limit = (0, None) if fragment is None else job.bounds[fragment]
+        p = job.params
+        key = {"code": _data_code_hash(), "stream": job.stream, "today": job.today.isoformat(), "seed": s.seed,
+               "skip": skip, "limit": limit, "params": {k: str(v) for k, v in sorted(p.items())}}
+        if job.stream == "activities":
+            key.update(per_day=s.activities_per_day, extra=s.extra_activity_fields)
+        else:
+            key.update(per_day=s.contacts_per_day, json_style=s.contacts_json_style)
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        folder = Path(s.cache_exports_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{job.stream}-{digest}.body"
+
+    def _render_chunks(self, job: Job, fragment: int | None) -> Iterator[bytes]:
         if fragment is None:
             skip, limit = 0, None
         else:
@@ -381,6 +430,12 @@ class Backstory:
 # ----------------------------------------------------------------------------------------------------------
 # request validation
 # ----------------------------------------------------------------------------------------------------------
+@cache
+def _data_code_hash() -> str:
+    """Cached bodies are only valid for the generator code that rendered them."""
+    return hashlib.sha256(Path(data.__file__).read_bytes()).hexdigest()[:16]
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(w.capitalize() for w in rest)

@@ -70,6 +70,8 @@ class SandboxSettings:
     """Key holding the rows of an export page: rows | items | data | results."""
     enrich_batch_limit: int = 1000
     """Max contact_ids per POST /enrich/contacts/batch (more -> 413)."""
+    cache_exports_dir: str | None = None
+    """Folder caching rendered export bodies: each body is rendered once, then served from its file."""
 
     # --- Backstory lifecycle and limits -----------------------------------------------------------------
     token_ttl_seconds: int = 7200
