@@ -16,6 +16,7 @@ from tap_backstory.client import (
     backoff_delay,
     retry_after_seconds,
     server_message,
+    with_timeout_cap,
 )
 
 TOKEN_PATH = "/auth/v1/tokens"
@@ -38,6 +39,7 @@ class BackstoryTokenAuth:
         self._client_id = client_id
         self._client_secret = client_secret
         self.key_type = key_type
+        self.settings_hint = f"{key_type.lower()}_client_id and {key_type.lower()}_client_secret"
         self._token: str | None = None
         self._renew_at = 0.0
         self._lock = threading.Lock()
@@ -67,7 +69,7 @@ class BackstoryTokenAuth:
         }
         for attempt in range(self.max_tries):
             try:
-                response = self._session.post(self.token_url, data=body, timeout=DEFAULT_TIMEOUT)
+                response = self._session.post(self.token_url, data=body, timeout=with_timeout_cap(DEFAULT_TIMEOUT))
             except TRANSPORT_ERRORS as exc:
                 failure, retry_after = f"failed: {type(exc).__name__}", None
             else:
@@ -94,6 +96,8 @@ class BackstoryTokenAuth:
 
 class ApiKeyAuth:
     """ContactBased: the API key in the `X-API-Key` header (never in the URL, so it never reaches logs)."""
+
+    settings_hint = "contactbased_api_key"
 
     def __init__(self, api_key: str) -> None:
         self._api_key = api_key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -24,6 +25,8 @@ TRANSPORT_ERRORS = (
 DEFAULT_TIMEOUT = (10, 300)  # (connect, read) seconds
 MAX_BACKOFF_SECONDS = 60.0
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+READ_TIMEOUT_ENV_VAR = "TAP_BACKSTORY_READ_TIMEOUT_SECONDS"
+"""Caps every read time-out at this many seconds (tests and slow-network drills; unset in production)."""
 
 
 class TapBackstoryError(Exception):
@@ -79,6 +82,15 @@ def retry_after_seconds(response: requests.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def with_timeout_cap(timeout: float | tuple[float, float]) -> float | tuple[float, float]:
+    """`timeout` with its read part capped by TAP_BACKSTORY_READ_TIMEOUT_SECONDS, when that is set."""
+    cap = os.environ.get(READ_TIMEOUT_ENV_VAR)
+    if not cap:
+        return timeout
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    return connect, min(read, float(cap))
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None, base: float = 1.0) -> float:
@@ -151,7 +163,7 @@ class ApiClient:
         with self._lock:
             self.request_count += 1
         try:
-            response = self.session.send(prepared, stream=kwargs["stream"], timeout=kwargs["timeout"])
+            response = self.session.send(prepared, stream=kwargs["stream"], timeout=with_timeout_cap(kwargs["timeout"]))
         except TRANSPORT_ERRORS as exc:
             raise RetriableError(f"{method} {path} failed: {type(exc).__name__}") from None
         self.validate_response(response, method, path)
@@ -171,7 +183,7 @@ class ApiClient:
                 retry_after_seconds(response),
             )
         hint = {
-            401: "check the credentials",
+            401: f"check {getattr(self.auth, 'settings_hint', 'the credentials')}",
             403: "the account is not allowed to do this",
             404: "not found",
             413: "payload too large",

@@ -15,6 +15,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
 from tap_backstory.client import ApiClient, ConfigError, TapBackstoryError, is_loopback
+from tap_backstory.state_check import check_state
 from tap_backstory.windows import Clock, parse_day
 
 if t.TYPE_CHECKING:
@@ -335,6 +336,11 @@ class TapBackstory(Tap):
             raise ConfigError(messages[0])
         return messages
 
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        """Refuse, before any request, a state file this tap did not write (see `state_check`)."""
+        check_state(state)
+        super().load_state(state)
+
     # --- API clients, one per credential, shared by the streams that use it ---------------------------
     @functools.cached_property
     def activity_api(self) -> ApiClient:
@@ -366,7 +372,27 @@ class TapBackstory(Tap):
         from tap_backstory.streams import STREAM_ORDER
 
         streams = super().load_streams()
+        self._check_catalog_credentials({stream.name for stream in streams})
         return sorted(streams, key=lambda stream: STREAM_ORDER.index(stream.name))
+
+    def _check_catalog_credentials(self, available: set[str]) -> None:
+        """A stream selected in the input catalog whose credentials are not configured is a config error,
+        not a stream silently left out of the run."""
+        from tap_backstory.streams import STREAM_ORDER
+
+        if self.input_catalog is None:
+            return
+        needs = {
+            stream: f"{id_setting}/{secret_setting}"
+            for stream, (id_setting, secret_setting, _) in BACKSTORY_KEY_PAIRS.items()
+        }
+        for entry in self.input_catalog.values():
+            name = entry.tap_stream_id
+            root = entry.metadata.root
+            selected = root.selected if root.selected is not None else root.selected_by_default
+            if selected and name in STREAM_ORDER and name not in available:
+                setting = needs.get(name, "contactbased_api_key")
+                raise ConfigError(f"stream {name} is selected in the catalog, but {setting} is not set")
 
 
 def describe_failure(exc: Exception) -> str:

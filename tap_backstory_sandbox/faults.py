@@ -15,13 +15,25 @@ Faults are plain settings (see ``settings.SandboxSettings``), changeable at run 
 ``page_errors``            the next N ``/intent/feeds/exports/page`` requests get 502
 ``enrich_errors``          the next N ``/enrich/contacts/batch`` requests get 502
 ``token_ttl_seconds``      lifetime of newly issued Backstory tokens (expiry → 401 "Token expired")
+``corrupt_jsonl``          the Nth activities data response from now has its second JSON line cut in half
+``corrupt_csv``            the Nth CSV contacts data response from now has ``total_inbound`` = ``12x`` in
+                           its second data row
+``unexpected_envelope``    the Nth ``/intent/feeds/exports/page`` response from now holds its rows under
+                           ``records`` (a key the docs do not name)
 =========================  ============================================================================
+
+The three bad-data faults are *position* faults: they hit one response, then reset to 0. A corrupted body
+is served whole with its exact Content-Length, so only parsing it can tell.
 
 A fault never turns a client mistake into a 500: injected errors are 502/503/429 with the vendor's error body.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import re
 import time
 
 from .state import Response, SandboxState
@@ -70,3 +82,74 @@ class Throttle:
         ahead = self.sent / self.rate - (time.monotonic() - self.start)
         if ahead > 0:
             time.sleep(ahead)
+
+
+POSITION_FAULTS = ("corrupt_jsonl", "corrupt_csv", "unexpected_envelope")
+_DATA_PATH = re.compile(r"/pull/v1/export/(activities|contacts)/jobs/[^/]+/data/?")
+
+
+def _position_hit(state: SandboxState, name: str) -> bool:
+    """Count one response of this fault's kind; True (and the fault turns off) when it is the Nth."""
+    with state.lock:
+        target = getattr(state.settings, name)
+        if target <= 0:
+            return False
+        state.fault_seen[name] += 1
+        if state.fault_seen[name] < target:
+            return False
+        setattr(state.settings, name, 0)
+        state.fault_seen[name] = 0
+        state.stats.faults_injected[name] += 1
+        return True
+
+
+def maybe_corrupt(state: SandboxState, api: str, method: str, path: str, resp: Response) -> Response:
+    """The bad-data faults: a successful response of the right kind, corrupted (or ``resp`` unchanged)."""
+    if resp.status != 200:
+        return resp
+    match = _DATA_PATH.fullmatch(path) if api == "backstory" and method == "GET" else None
+    if match and resp.stream is not None and resp.drop_after is None:
+        if match.group(1) == "activities" and _position_hit(state, "corrupt_jsonl"):
+            return _corrupt_json_line(state, path, resp)
+        if match.group(1) == "contacts" and resp.content_type.startswith("text/csv") and _position_hit(
+                state, "corrupt_csv"):
+            return _corrupt_csv_number(state, path, resp)
+        return resp
+    if (api == "contactbased" and method == "POST" and path.rstrip("/") == "/intent/feeds/exports/page"
+            and _position_hit(state, "unexpected_envelope")):
+        page = json.loads(resp.body)
+        rows = page.pop(state.settings.page_envelope)
+        page["records"] = rows
+        state.event("data_corrupted", fault="unexpected_envelope", export_id=page.get("export_id"),
+                    page=page.get("page"))
+        return Response(200, json.dumps(page).encode(), headers=resp.headers)
+    return resp
+
+
+def _whole(resp: Response, body: bytes) -> Response:
+    return Response(200, body, content_type=resp.content_type, headers=resp.headers)
+
+
+def _corrupt_json_line(state: SandboxState, path: str, resp: Response) -> Response:
+    assert resp.stream is not None
+    lines = b"".join(resp.stream).split(b"\n")
+    k = 1 if len(lines) > 2 else 0  # the second line (the body ends with a newline: last item is empty)
+    lines[k] = lines[k][: len(lines[k]) // 2]
+    state.event("data_corrupted", fault="corrupt_jsonl", path=path, line=k + 1)
+    return _whole(resp, b"\n".join(lines))
+
+
+def _corrupt_csv_number(state: SandboxState, path: str, resp: Response) -> Response:
+    assert resp.stream is not None
+    rows = list(csv.reader(io.StringIO(b"".join(resp.stream).decode("utf-8"), newline="")))
+    column = rows[0].index("total_inbound")
+    k = 2 if len(rows) > 2 else len(rows) - 1  # the second data row (the first if there is only one)
+    rows[k][column] = "12x"
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for n, row in enumerate(rows):
+        writer.writerow(row)
+        if n == k:  # the physical line where that record ends (cells may hold newlines)
+            line = out.getvalue().count("\n")
+    state.event("data_corrupted", fault="corrupt_csv", path=path, line=line, column="total_inbound", value="12x")
+    return _whole(resp, out.getvalue().encode("utf-8"))

@@ -198,6 +198,9 @@ class Sandbox:
             self.settings.apply(overrides)
             if "seed" in overrides or "error_rate" in overrides:
                 self.state.rng.seed(self.settings.seed)
+            for name in faults.POSITION_FAULTS:
+                if name in overrides:  # counted from now
+                    self.state.fault_seen[name] = 0
         self.state.event("configured", **{k: str(v) for k, v in overrides.items()})
 
     def stats(self) -> dict[str, Any]:
@@ -205,6 +208,7 @@ class Sandbox:
             out = self.state.stats.as_dict()
             out["jobs_alive"] = sum(1 for j in self.backstory.jobs.values() if j.state in ("Queued", "Running"))
             out["settings"] = self.settings.to_dict()
+            out["issued_tokens"] = list(self.backstory.tokens)  # not secrets here: lets tests grep logs for them
             return out
 
     def events(self) -> list[dict[str, Any]]:
@@ -228,7 +232,8 @@ class Sandbox:
                     injected = faults.maybe_inject_error(self.state, prefix[1:], sub)
                     if injected is not None:
                         return injected
-                return api.handle(Request(method, sub, query, headers, body))
+                resp = api.handle(Request(method, sub, query, headers, body))
+                return faults.maybe_corrupt(self.state, prefix[1:], method, sub, resp)
         return backstory_error(404, "HTTP 404 Not Found")
 
     def _admin(self, method: str, path: str, body: bytes) -> Response:

@@ -6,7 +6,8 @@ a JSON file with the CLI flag ``--faults FILE.json``.
 
 Counter faults (``fail_jobs``, ``cancel_jobs``, ``drop_fragment``, ``burst_429``, ``page_errors``,
 ``enrich_errors``) count down: each affected request or job consumes one, so ``stats()["settings"]`` shows
-what is left.
+what is left. Position faults (``corrupt_jsonl``, ``corrupt_csv``, ``unexpected_envelope``) hit the Nth
+response of their kind counted from when they were set, then turn themselves off (back to 0).
 """
 
 from __future__ import annotations
@@ -100,6 +101,15 @@ class SandboxSettings:
     """The next N export page requests get 502."""
     enrich_errors: int = 0
     """The next N enrichment batch requests get 502."""
+    corrupt_jsonl: int = 0
+    """Position fault: the Nth activities data response from now (1-based, 0 = off) has its second JSON line
+    cut in half, as a truncated export would."""
+    corrupt_csv: int = 0
+    """Position fault: the Nth CSV contacts data response from now has ``total_inbound`` = ``12x`` (not a
+    number) in its second data row."""
+    unexpected_envelope: int = 0
+    """Position fault: the Nth export page response from now holds its rows under ``records``, a key the
+    docs do not name."""
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -113,6 +113,7 @@ class SandboxState:
         self.stats = Stats()
         self.events: deque[dict[str, Any]] = deque(maxlen=20000)
         self.rng = random.Random(settings.seed)  # drives error_rate
+        self.fault_seen: Counter[str] = Counter()  # responses counted by the position faults
 
     # --- clock ---------------------------------------------------------------------------------------------
     def today(self) -> date:

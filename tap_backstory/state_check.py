@@ -1,0 +1,151 @@
+"""Checks of the `--state` file before any request: a state this tap did not write stops the run.
+
+A state file from another tap, or one with a malformed bookmark, is refused with one line naming the problem:
+silently starting from scratch would re-read (and, for ContactBased, re-spend export quota on) everything, and
+the tap cannot tell whether the user mixed up files. Keys the SDK adds are left alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+
+from tap_backstory.client import ConfigError
+from tap_backstory.windows import parse_day
+
+STREAMS = ("activities", "enriched_contacts", "intent_feed_exports", "enriched_contact_records")
+TOP_LEVEL_KEYS = ("bookmarks", "currently_syncing")
+FOREIGN_STREAM_KEYS = ("replication_key", "replication_key_value")
+"""Per-record replication keys: the SDK writes them for INCREMENTAL streams, which this tap has none of."""
+
+
+class StateError(ConfigError):
+    """The state file is not a state of this tap."""
+
+
+def check_state(state: t.Any) -> None:
+    """Raise StateError (one line, naming the key) unless `state` is a state tap-backstory could have written."""
+    if not isinstance(state, dict):
+        _fail(f"it must be a JSON object, got {_kind(state)}")
+    unknown = sorted(set(state) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        hint = ""
+        if "singer_state" in unknown:
+            hint = " (it looks like `meltano state get` output: pass the value of its singer_state)"
+        _fail(f"unexpected top-level key(s) {', '.join(unknown)}; a Singer state holds only 'bookmarks'{hint}")
+    current = state.get("currently_syncing")
+    if current is not None and current not in STREAMS:
+        _fail(f"currently_syncing is {_short(current)}, not a stream of tap-backstory: is it another tap's state?")
+    bookmarks = state.get("bookmarks", {})
+    if not isinstance(bookmarks, dict):
+        _fail(f"bookmarks must be an object, got {_kind(bookmarks)}")
+    foreign = sorted(name for name in bookmarks if name not in STREAMS)
+    if foreign:
+        _fail(
+            f"it has bookmarks for {', '.join(foreign)}, which tap-backstory does not have (its streams: "
+            f"{', '.join(STREAMS)}): is it another tap's state?"
+        )
+    for stream, stream_state in bookmarks.items():
+        where = f"bookmarks.{stream}"
+        if not isinstance(stream_state, dict):
+            _fail(f"{where} must be an object, got {_kind(stream_state)}")
+        found = [key for key in FOREIGN_STREAM_KEYS if key in stream_state]
+        if found:
+            _fail(f"{where} has {'/'.join(found)}, which tap-backstory never writes: is it another tap's state?")
+        CHECKS[stream](stream_state, where)
+
+
+def _check_export(stream_state: dict, where: str) -> None:
+    _day(stream_state, "bookmark", where)
+    if "snapshot_done" in stream_state and not isinstance(stream_state["snapshot_done"], bool):
+        _fail(f"{where}.snapshot_done must be true or false, got {_short(stream_state['snapshot_done'])}")
+    jobs = stream_state.get("pending_jobs", [])
+    if not isinstance(jobs, list):
+        _fail(f"{where}.pending_jobs must be a list, got {_kind(jobs)}")
+    for index, entry in enumerate(jobs):
+        at = f"{where}.pending_jobs[{index}]"
+        if not isinstance(entry, dict):
+            _fail(f"{at} must be an object, got {_kind(entry)}")
+        for key in ("window_start", "window_end"):
+            _day(entry, key, at, required=True)
+        if entry.get("export_type") not in ("snapshot", "delta"):
+            _fail(f"{at}.export_type must be 'snapshot' or 'delta', got {_short(entry.get('export_type'))}")
+        if not isinstance(entry.get("job_id"), str | int) or isinstance(entry.get("job_id"), bool):
+            _fail(f"{at}.job_id must be a string, got {_short(entry.get('job_id'))}")
+        created = entry.get("created_at")
+        try:
+            aware = dt.datetime.fromisoformat(created.replace("Z", "+00:00")).tzinfo is not None
+        except (AttributeError, ValueError):
+            aware = False
+        if not aware:
+            _fail(f"{at}.created_at must be a UTC timestamp like 2026-03-01T08:00:00Z, got {_short(created)}")
+
+
+def _check_intent(stream_state: dict, where: str) -> None:
+    feeds = stream_state.get("feeds", {})
+    if not isinstance(feeds, dict):
+        _fail(f"{where}.feeds must be an object, got {_kind(feeds)}")
+    for feed_id, feed_state in feeds.items():
+        at = f"{where}.feeds.{feed_id}"
+        if not isinstance(feed_state, dict):
+            _fail(f"{at} must be an object, got {_kind(feed_state)}")
+        for key in ("last_window_start", "last_window_end"):
+            _day(feed_state, key, at)
+        flight = feed_state.get("in_flight")
+        if flight is None:
+            continue
+        at += ".in_flight"
+        if not isinstance(flight, dict):
+            _fail(f"{at} must be an object, got {_kind(flight)}")
+        if not isinstance(flight.get("job_id"), str) or not flight["job_id"]:
+            _fail(f"{at}.job_id must be the search's job id (a string), got {_short(flight.get('job_id'))}")
+        for key in ("window_start", "window_end"):
+            _day(flight, key, at, required=True)
+        if "export_id" in flight:
+            if not isinstance(flight["export_id"], str) or not flight["export_id"]:
+                _fail(f"{at}.export_id must be a string, got {_short(flight['export_id'])}")
+            for key, low in (("total_pages", 0), ("page_size", 1), ("next_page", 1)):
+                value = flight.get(key)
+                if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                    _fail(f"{at}.{key} must be an integer >= {low}, got {_short(value)}")
+
+
+def _check_enrichment(stream_state: dict, where: str) -> None:
+    pending = stream_state.get("pending_contact_ids", [])
+    if not isinstance(pending, list) or not all(isinstance(item, str) for item in pending):
+        _fail(f"{where}.pending_contact_ids must be a list of contact_id strings")
+
+
+CHECKS: dict[str, t.Callable[[dict, str], None]] = {
+    "activities": _check_export,
+    "enriched_contacts": _check_export,
+    "intent_feed_exports": _check_intent,
+    "enriched_contact_records": _check_enrichment,
+}
+
+
+def _day(holder: dict, key: str, where: str, *, required: bool = False) -> None:
+    if key not in holder and not required:
+        return
+    value = holder.get(key)
+    if not isinstance(value, str):
+        _fail(f"{where}.{key} must be a date in YYYY-MM-DD format, got {_short(value)}")
+    try:
+        parse_day(value, f"{where}.{key}")
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _short(value: t.Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: t.Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _fail(problem: str) -> t.NoReturn:
+    raise StateError(f"the state file (--state) is not a tap-backstory state: {problem}")
