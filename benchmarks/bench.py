@@ -1,0 +1,306 @@
+"""tap-backstory benchmark: the tap against a bare extractor, memory, parallel fragments, pipelined backfills.
+
+    uv run python benchmarks/bench.py [--n 300000] [--fragments 4] [--n-large 1000000] [--profile]
+
+One run starts the sandbox in its own process (exports served from a pre-rendered cache, so the sandbox does
+no rendering while anything is timed), pre-warms every export it will serve, and then measures, each process
+run alone and timed from spawn to exit, peak RSS read from `wait4` (`ru_maxrss` of that very process):
+
+  a) the tap extracting N activities (one snapshot job, `--fragments` fragments) to /dev/null;
+  b) the bare extractor (`benchmarks/bare.py`) on the same export: the floor any connector pays;
+  e) the tap in BATCH mode (gzip JSONL files + BATCH messages) on the same export;
+  m) the tap's peak RSS at N = 100k (and `--n-large`), to show it does not grow with N;
+  c) 1 vs 4 fragments under a per-connection bandwidth cap;
+  d) a one-year backfill in 14-day windows, pipelined (`max_concurrent_jobs` 2 and 4) vs sequential (1).
+
+It prints each figure and the ratios, and writes them as JSON to `benchmarks/results/` (git-ignored).
+`--profile` also runs the tap on (a) under cProfile and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import pstats
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BIN = Path(sys.executable).parent
+TODAY = dt.date(2026, 3, 1)
+LAST_DAY = TODAY - dt.timedelta(days=5)  # every activity up to here is ingested: N is exact
+PER_DAY = 10_000
+
+
+@dataclass
+class Run:
+    label: str
+    seconds: float
+    rss_mb: float
+    records: int
+    bytes: int
+    cpu_seconds: float
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds
+
+    def line(self) -> str:
+        return (
+            f"  {self.label:<44} {self.seconds:7.2f} s {self.records_per_s:9,.0f} rec/s {self.mb_per_s:7.1f} MB/s "
+            f"peak RSS {self.rss_mb:6.1f} MB  cpu {self.cpu_seconds:6.2f} s  ({self.records:,} records)"
+        )
+
+
+# --- the sandbox, in its own process ----------------------------------------------------------------------
+class SandboxProcess:
+    def __init__(self, cache_dir: str, **settings: t.Any) -> None:
+        argv = [str(BIN / "tap-backstory-sandbox"), "--port", "0", "--today", TODAY.isoformat(),
+                "--cache-exports-dir", cache_dir]
+        for name, value in settings.items():
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.values: dict[str, str] = {}
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line == "ready":
+                break
+            key, _, value = line.partition("=")
+            self.values[key] = value
+        self.admin = self.values["backstory_url"].rsplit("/backstory", 1)[0] + "/_sandbox"
+
+    def configure(self, **overrides: t.Any) -> None:
+        requests.post(f"{self.admin}/configure", json=overrides, timeout=30).raise_for_status()
+
+    def bytes_sent(self) -> int:
+        return int(requests.get(f"{self.admin}/stats", timeout=30).json()["data_bytes_sent"])
+
+    def tap_config(self, days: int, **overrides: t.Any) -> dict:
+        start = LAST_DAY - dt.timedelta(days=days - 1)
+        config = {
+            "api_url": self.values["backstory_url"],
+            "activity_client_id": self.values["activity_client_id"],
+            "activity_client_secret": self.values["activity_client_secret"],
+            "start_date": start.isoformat(),
+            "end_date": LAST_DAY.isoformat(),
+            "job_poll_interval_seconds": 0.1,
+        }
+        config.update(overrides)
+        return config
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+# --- one measured process ----------------------------------------------------------------------------------
+def measure(label: str, argv: list[str], sandbox: SandboxProcess, stdout: t.Any = subprocess.DEVNULL,
+            env: dict | None = None) -> tuple[Run, str]:
+    """Run `argv` to completion; wall time from spawn to exit and its own peak RSS (wait4's ru_maxrss)."""
+    before = sandbox.bytes_sent()
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=err, env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"{label}: exit {proc.returncode}\n{stderr[-3000:]}")
+    records = sum(int(n) for n in re.findall(r"Window .*?: (\d+) rows, \d+ bytes", stderr))
+    if match := re.search(r"records=(\d+)", stderr):
+        records = int(match.group(1))
+    run = Run(label, seconds, usage.ru_maxrss / 1024, records, sandbox.bytes_sent() - before,
+              usage.ru_utime + usage.ru_stime)
+    print(run.line(), flush=True)
+    return run, stderr
+
+
+def write_json(folder: Path, name: str, payload: dict) -> str:
+    path = folder / name
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+def tap_argv(folder: Path, config: dict) -> list[str]:
+    return [str(BIN / "tap-backstory"), "--config", write_json(folder, "config.json", config)]
+
+
+def tap_env() -> dict:
+    return {"TAP_BACKSTORY_TODAY": TODAY.isoformat()}
+
+
+def run_tap(label: str, sandbox: SandboxProcess, folder: Path, config: dict, **kwargs: t.Any) -> Run:
+    return measure(label, tap_argv(folder, config), sandbox, env=tap_env(), **kwargs)[0]
+
+
+def run_bare(label: str, sandbox: SandboxProcess, folder: Path, config: dict) -> Run:
+    argv = [sys.executable, str(ROOT / "benchmarks" / "bare.py"), write_json(folder, "bare.json", config)]
+    return measure(label, argv, sandbox)[0]
+
+
+def ratio(name: str, value: float, target: str, ok: bool) -> dict:
+    print(f"  {name:<58} {value:6.2f}   target {target:<8} {'OK' if ok else 'MISSED'}", flush=True)
+    return {"name": name, "value": round(value, 3), "target": target, "ok": ok}
+
+
+# --- the scenarios -----------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=300_000, help="activities in (a), (b), (e) (default 300000)")
+    parser.add_argument("--fragments", type=int, default=4, help="fragments of that export (default 4)")
+    parser.add_argument("--n-small", type=int, default=100_000, help="N of the memory run (default 100000)")
+    parser.add_argument("--n-large", type=int, default=0, help="also measure peak RSS at this N (e.g. 1000000)")
+    parser.add_argument("--bandwidth", type=int, default=1_000_000, help="(c) cap, bytes/s per connection")
+    parser.add_argument("--bw-n", type=int, default=15_000, help="(c) activities (default 15000)")
+    parser.add_argument("--backfill-per-day", type=int, default=100, help="(d) activities per day")
+    parser.add_argument("--job-seconds", type=float, default=0.9, help="(d) queued+running time of a job")
+    parser.add_argument("--only", default="abemcd", help="scenarios to run, e.g. 'ab' (default all)")
+    parser.add_argument("--profile", action="store_true", help="also profile the tap on (a) with cProfile")
+    args = parser.parse_args()
+    if args.n % PER_DAY or args.n_small % PER_DAY or args.n_large % PER_DAY:
+        raise SystemExit(f"N must be a multiple of {PER_DAY} (activities per day)")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    results: dict[str, t.Any] = {
+        "command": " ".join(sys.argv),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "runs": {},
+        "ratios": [],
+    }
+    print(f"tap-backstory benchmark, {os.cpu_count()} CPUs, Python {platform.python_version()}", flush=True)
+    runs: dict[str, Run] = {}
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        folder = Path(tmp)
+        sandbox = SandboxProcess(str(folder / "cache"), activities_per_day=PER_DAY, fragments=args.fragments,
+                                 job_queue_seconds=0.05, job_run_seconds=0.05)
+        try:
+            days = args.n // PER_DAY
+            if set(args.only) & set("abe"):
+                config = sandbox.tap_config(days, fragment_concurrency=args.fragments)
+                print(f"\n(a/b/e) {args.n:,} activities, {args.fragments} fragments; pre-warming", flush=True)
+                run_bare("pre-warm (untimed)", sandbox, folder, config)
+                if "a" in args.only:
+                    runs["tap"] = run_tap("(a) tap -> /dev/null", sandbox, folder, config)
+                if "b" in args.only:
+                    runs["bare"] = run_bare("(b) bare extractor -> /dev/null", sandbox, folder, config)
+                if "e" in args.only:
+                    batch_root = folder / "batches"
+                    batch = {**config, "batch_config": {
+                        "encoding": {"format": "jsonl", "compression": "gzip"},
+                        "storage": {"root": batch_root.as_uri(), "prefix": "activities-"},
+                    }}
+                    with open(folder / "batch.out", "wb") as out:
+                        runs["batch"] = run_tap("(e) tap BATCH (gzip JSONL files)", sandbox, folder, batch,
+                                                stdout=out)
+                    messages = [json.loads(line) for line in (folder / "batch.out").read_text().splitlines()]
+                    files = sum(len(m["manifest"]) for m in messages if m["type"] == "BATCH")
+                    size = sum(f.stat().st_size for f in batch_root.rglob("*") if f.is_file())
+                    print(f"      {files} batch file(s), {size / 1e6:.1f} MB gzip", flush=True)
+                if args.profile:
+                    profile(sandbox, folder, config, stamp)
+
+            if "m" in args.only:
+                print("\n(m) peak RSS against N", flush=True)
+                for n in [args.n_small, *([args.n_large] if args.n_large else [])]:
+                    config = sandbox.tap_config(n // PER_DAY, fragment_concurrency=args.fragments)
+                    run_bare(f"pre-warm N={n:,} (untimed)", sandbox, folder, config)
+                    runs[f"rss_{n}"] = run_tap(f"tap N={n:,}", sandbox, folder, config)
+
+            if "c" in args.only:
+                per_day = 1_000
+                days = args.bw_n // per_day
+                print(f"\n(c) {args.bw_n:,} activities, bandwidth cap {args.bandwidth / 1e6:g} MB/s per connection",
+                      flush=True)
+                sandbox.configure(activities_per_day=per_day)
+                for fragments in (1, 4):
+                    sandbox.configure(fragments=fragments, bandwidth_bytes_per_sec=0)
+                    config = sandbox.tap_config(days, fragment_concurrency=4)
+                    run_bare(f"pre-warm {fragments} fragment(s) (untimed)", sandbox, folder, config)
+                    sandbox.configure(bandwidth_bytes_per_sec=args.bandwidth)
+                    runs[f"frag{fragments}"] = run_tap(f"tap, {fragments} fragment(s), capped", sandbox, folder,
+                                                       config)
+                sandbox.configure(activities_per_day=PER_DAY, fragments=args.fragments, bandwidth_bytes_per_sec=0)
+
+            if "d" in args.only:
+                half = args.job_seconds / 3
+                print(f"\n(d) one-year backfill, 14-day windows, {args.backfill_per_day}/day, jobs queued "
+                      f"{half:.2f} s + running {2 * half:.2f} s (at most 2 running)", flush=True)
+                sandbox.configure(activities_per_day=args.backfill_per_day, fragments=4, job_queue_seconds=0.05,
+                                  job_run_seconds=0.05)
+                config = sandbox.tap_config(365, snapshot_window_days=14, max_concurrent_jobs=4)
+                run_tap("pre-warm (untimed)", sandbox, folder, config)
+                sandbox.configure(job_queue_seconds=half, job_run_seconds=2 * half)
+                for jobs in (4, 2, 1):
+                    config = sandbox.tap_config(365, snapshot_window_days=14, max_concurrent_jobs=jobs)
+                    label = "sequential" if jobs == 1 else "pipelined"
+                    runs[f"backfill{jobs}"] = run_tap(f"tap {label}, max_concurrent_jobs={jobs}", sandbox,
+                                                      folder, config)
+        finally:
+            sandbox.stop()
+
+    print("\nratios", flush=True)
+    ratios = results["ratios"]
+    if "tap" in runs and "bare" in runs:
+        r = runs["tap"].records_per_s / runs["bare"].records_per_s
+        ratios.append(ratio("(a)/(b) tap throughput / bare extractor", r, ">= 0.7", r >= 0.7))
+    if "batch" in runs and "bare" in runs:
+        r = runs["batch"].records_per_s / runs["bare"].records_per_s
+        ratios.append(ratio("(e)/(b) tap BATCH throughput / bare extractor", r, "-", True))
+    rss = [run for key, run in runs.items() if key.startswith("rss_")] + [runs[k] for k in ("tap",) if k in runs]
+    if rss:
+        peak = max(run.rss_mb for run in rss)
+        ratios.append(ratio("peak RSS of the tap runs (MB)", peak, "<= 200", peak <= 200))
+    if f"rss_{args.n_large}" in runs and f"rss_{args.n_small}" in runs:
+        r = runs[f"rss_{args.n_large}"].rss_mb / runs[f"rss_{args.n_small}"].rss_mb
+        ratios.append(ratio(f"peak RSS N={args.n_large:,} / N={args.n_small:,}", r, "~ 1", r < 1.15))
+    if "frag1" in runs and "frag4" in runs:
+        r = runs["frag1"].seconds / runs["frag4"].seconds
+        ratios.append(ratio("(c) speed-up of 4 fragments over 1, capped", r, ">= 3", r >= 3))
+    if "backfill1" in runs:
+        for jobs in (2, 4):
+            if f"backfill{jobs}" in runs:
+                r = runs[f"backfill{jobs}"].seconds / runs["backfill1"].seconds
+                ratios.append(ratio(f"(d) pipelined ({jobs} jobs) / sequential time", r, "<= 0.6", r <= 0.6))
+    results["runs"] = {key: {**asdict(run), "records_per_s": run.records_per_s, "mb_per_s": run.mb_per_s}
+                       for key, run in runs.items()}
+    path = RESULTS / f"bench-{stamp}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nresults: {path.relative_to(ROOT)}")
+
+
+def profile(sandbox: SandboxProcess, folder: Path, config: dict, stamp: str) -> None:
+    """The tap on the same export under cProfile (main thread: parsing and the SDK's record path)."""
+    out = RESULTS / f"tap-{stamp}.prof"
+    argv = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "tap_backstory",
+            "--config", write_json(folder, "config.json", config)]
+    measure("(a) tap under cProfile (slower)", argv, sandbox, env=tap_env())
+    with contextlib.redirect_stdout(sys.stdout):
+        stats = pstats.Stats(str(out))
+        stats.strip_dirs().sort_stats("tottime").print_stats(22)
+    print(f"profile: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
