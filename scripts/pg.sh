@@ -3,6 +3,7 @@
 # usage: scripts/pg.sh start|stop     env: PGPORT (default 5433), PGROOT (default /tmp/tap-pg)
 set -euo pipefail
 PGPORT="${PGPORT:-5433}"; PGROOT="${PGROOT:-/tmp/tap-pg}"
+cd /   # the postgres user may not be allowed into the caller's folder
 if ! ls -d /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
 fi
