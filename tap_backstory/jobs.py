@@ -87,6 +87,7 @@ class _Slot:
     create_wait: float = 0.0
     interval: float = 0.0
     resume_checked: bool = False
+    error: Exception | None = None  # a refusal to create this window's job, raised when its turn comes
 
     @property
     def alive(self) -> bool:
@@ -148,6 +149,8 @@ class ExportJobs:
 
     def _wait_completed(self, head: _Slot, ahead: deque[_Slot]) -> None:
         while True:
+            if head.error is not None:
+                raise head.error
             if head.state in FAILED_STATES and head.jobs_created > MAX_JOB_RETRIES:
                 message = head.info.get("message") or head.info.get("error") or "no message from the server"
                 raise TapBackstoryError(
@@ -197,9 +200,15 @@ class ExportJobs:
                 slot.resume_checked = True
                 if slot.spec.resume and self._adopt(slot):
                     continue
-            if sum(s.alive for s in ahead) >= self.max_concurrent_jobs or time.monotonic() < slot.not_before:
+            slots_full = sum(s.alive for s in ahead) >= self.max_concurrent_jobs
+            if slot.error or slots_full or time.monotonic() < slot.not_before:
                 return  # windows get their jobs in order: never skip one
-            if not self._create(slot):
+            try:
+                if not self._create(slot):
+                    return
+            except ApiError as exc:
+                # Fatal for this window, but the earlier windows' records must come out first.
+                slot.error = exc
                 return
 
     # --- creation, adoption, polling -------------------------------------------------------------------

@@ -235,3 +235,21 @@ def test_a_catalog_asking_for_incremental_replication_still_syncs():
         assert result.returncode == 0, result.error_line
         assert {r["uid"] for r in result.records("activities")} == expected_uids(sb, windows(sb))
         assert stream_state(result.final_state, "activities")["bookmark"] == "2026-02-28"
+
+
+def test_a_refused_later_window_still_lets_the_earlier_windows_out_first():
+    """The job of window 3 is refused (400: its end date is after the sandbox's today) while window 1 is
+    still being read; windows 1 and 2 must still be emitted and bookmarked before the run fails."""
+    with sandbox() as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=7)
+        tomorrow = (TODAY + dt.timedelta(days=1)).isoformat()  # the tap's clock runs one day ahead
+        result = run_tap(config, env={"TAP_BACKSTORY_TODAY": tomorrow}, timeout=60)
+        assert result.returncode == 1
+        assert "answered 400" in result.error_line and "/pull/v1/export/activities/jobs" in result.error_line
+        emitted = windows(sb)
+        assert [(w["start_date"], w["end_date"]) for w in emitted] == [
+            ("2026-02-10", "2026-02-16"),
+            ("2026-02-17", "2026-02-23"),
+        ]
+        assert sorted(uids_of(result)) == sorted(expected_uids(sb, emitted))
+        assert stream_state(result.final_state, "activities")["bookmark"] == "2026-02-23"
