@@ -39,6 +39,8 @@ from tap_backstory.windows import RETENTION, Clock, PendingJob, Window
 WAITING_STATES = frozenset({"Queued", "Running"})
 FAILED_STATES = frozenset({"Failed", "Canceled"})
 COMPLETED = "Completed"
+KNOWN_STATES = {state.lower(): state for state in (*WAITING_STATES, *FAILED_STATES, COMPLETED)}
+KNOWN_STATES["cancelled"] = "Canceled"  # both spellings are in use
 MAX_JOB_RETRIES = 2
 """A window whose job ends Failed/Canceled gets this many new jobs before the run fails."""
 FRAGMENT_TRIES = 4
@@ -235,7 +237,7 @@ class ExportJobs:
             return False
         info = response.json()
         slot.job_id, slot.info = str(info["job_id"]), info
-        slot.state = info.get("state") or "Queued"
+        slot.state = job_state(info) or "Queued"
         slot.jobs_created += 1
         slot.started = time.monotonic()
         slot.interval, slot.create_wait, slot.first_try = self.poll_interval, 0.0, None
@@ -267,7 +269,7 @@ class ExportJobs:
                 _one_line(exc),
             )
             return False
-        state = info.get("state")
+        state = job_state(info)
         if state in FAILED_STATES:
             self.log.info("Window %s: job %s in state ended %s; creating a new job", slot.spec, pending.job_id, state)
             return False
@@ -278,7 +280,7 @@ class ExportJobs:
 
     def _poll(self, slot: _Slot) -> None:
         info = self.api.request("GET", f"{self.path}/{slot.job_id}").json()
-        state = info.get("state")
+        state = job_state(info)
         slot.info = info
         if state != slot.state:
             self.log.info(
@@ -401,6 +403,13 @@ class ExportJobs:
             if expected and not response.headers.get("Content-Encoding") and written != int(expected):
                 raise _Retry(f"short body: {written} of {expected} bytes")
         return written
+
+
+def job_state(info: dict) -> str | None:
+    """The job's state in the docs' spelling ("Queued", "Running", "Completed", "Failed", "Canceled"),
+    whatever its case; an unknown state is kept as sent (and waited on)."""
+    state = info.get("state")
+    return KNOWN_STATES.get(state.lower(), state) if isinstance(state, str) else state
 
 
 def _is_temporary(exc: ApiError) -> bool:
