@@ -60,6 +60,31 @@ def check(label: str, actual: dict[str, int], expected: dict[str, int]) -> list[
     return problems
 
 
+PRIMARY_KEYS = {
+    "activities": "uid",
+    "enriched_contacts": "email",
+    "intent_feed_exports": "export_id, row_number",
+    "enriched_contact_records": "contact_id",
+}
+
+
+def duplicated_keys() -> list[str]:
+    """Tables of PostgreSQL where a primary key value occurs more than once (none, when upserts work)."""
+    import psycopg
+    from row_counts import POSTGRES_DSN, SCHEMA
+
+    problems = []
+    with psycopg.connect(POSTGRES_DSN) as con:
+        for table, key in PRIMARY_KEYS.items():
+            total, distinct = con.execute(
+                f"select count(*), count(distinct ({key})) from {SCHEMA}.{table}"
+            ).fetchone()
+            print(f"  postgres  {table:<26} rows {total:>7}  distinct keys {distinct:>7}")
+            if total != distinct:
+                problems.append(f"postgres.{table}: {total - distinct} duplicated primary keys")
+    return problems
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run", choices=["first", "second"])
@@ -102,6 +127,7 @@ def main() -> None:
         new_intent_rows = sum(expected_intent_rows(settings, f, today, today) for f in windows)
         expected = {**before, "intent_feed_exports": before["intent_feed_exports"] + new_intent_rows}
         problems += check("postgres", counts("postgres"), expected)
+    problems += duplicated_keys()
     if problems:
         print("END-TO-END CHECK FAILED:\n  " + "\n  ".join(problems))
         sys.exit(1)
