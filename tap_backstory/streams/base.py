@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import typing as t
 
+import singer_sdk.singerlib as singer
 from singer_sdk import Stream
+from singer_sdk.helpers._catalog import pop_deselected_record_properties
+from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
@@ -38,6 +41,32 @@ class TapStream(Stream):
         record (a class-level `forced_replication_method` does not help: the SDK resets it per instance).
         """
         return "FULL_TABLE"
+
+    @functools.cached_property
+    def _deselects_any(self) -> bool:
+        """Whether the catalog deselects any property (the mask's default for unlisted ones is "selected")."""
+        return any(selected is False for selected in self.mask.values())
+
+    def _generate_record_messages(self, record: dict) -> t.Generator[singer.RecordMessage, None, None]:
+        """The SDK's RECORD path (0.54.9 `Stream._generate_record_messages`) minus two no-ops per record.
+
+        The one private SDK method this tap overrides (pinned by `singer-sdk~=0.54.9`; the whole test suite
+        runs through it). Identical output: `pop_deselected_record_properties` walks every nested key of every
+        record (about 20 % of the tap's time when profiled) and is skipped only when the catalog deselects
+        nothing; `conform_record_data_types` returns the record untouched at TYPE_CONFORMANCE_LEVEL NONE.
+        Stream maps, version and time_extracted are as in the SDK.
+        """
+        if self._deselects_any:
+            pop_deselected_record_properties(record, self.schema, self.mask)
+        for stream_map in self.stream_maps:
+            mapped_record = stream_map.transform(record)
+            if mapped_record is not None:
+                yield singer.RecordMessage(
+                    stream=stream_map.stream_alias,
+                    record=mapped_record,
+                    version=self._stream_version,
+                    time_extracted=utc_now(),
+                )
 
     @functools.cached_property
     def shaper(self) -> RecordShaper:
