@@ -208,9 +208,14 @@ def assert_same_as_clean(records: dict[str, list[dict]], clean: dict[str, dict])
 
 # --- 1. faults: each run must give exactly the clean record set -----------------------------------------------
 FAULTS = {
-    # The error draws are seeded: with seed 42, requests 7, 51, 63 and 64 fail. Small pages and batches make
-    # the run ~75 requests, Backstory's (< 51) first, so both vendors get 502/503s.
-    "error_rate_5pct": ({"error_rate": 0.05, "page_size": 5}, {"enrichment_batch_size": 10}, {}),
+    # The error draws are seeded: with seed 42, requests 7, 51, 63, 64, ... fail. One window per Backstory
+    # stream (~15 requests, sent first) and small pages and batches (~40 ContactBased requests after them) put
+    # request 7 on Backstory and request 51 on ContactBased, however many polls a job takes.
+    "error_rate_5pct": (
+        {"error_rate": 0.05, "page_size": 5},
+        {"snapshot_window_days": 30, "enrichment_batch_size": 10},
+        {},
+    ),
     "failed_jobs": ({"fail_jobs": 2}, {}, {}),
     "canceled_jobs": ({"cancel_jobs": 2}, {}, {}),
     "dropped_fragments": ({"drop_fragment": 3}, {}, {}),
@@ -242,9 +247,8 @@ def test_fault_scenario_gives_exactly_the_clean_record_set(scenario, clean):
         assert all("in_flight" not in feed for feed in final["intent_feed_exports"]["feeds"].values())
         # Each fault really happened.
         if scenario == "error_rate_5pct":
-            assert injected["error_rate"] >= 3
-            apis = {e["api"] for e in sb.events() if e["kind"] == "injected_error"}
-            assert apis == {"backstory", "contactbased"}
+            hits = [e["api"] for e in sb.events() if e["kind"] == "injected_error"]
+            assert injected["error_rate"] == len(hits) >= 2 and set(hits) == {"backstory", "contactbased"}
         elif scenario in ("failed_jobs", "canceled_jobs"):
             key = "fail_jobs" if scenario == "failed_jobs" else "cancel_jobs"
             assert injected[key] == 2
@@ -286,7 +290,8 @@ def assert_resumed_exactly(before: list[dict], resumed: TapRun, clean: dict[str,
 
 
 def test_killed_while_a_job_is_queued_resumes_with_that_job(clean):
-    with sandbox(job_queue_seconds=1.0) as sb:
+    # Jobs stay Queued 1 s and Running 5 s, so the saved job is surely unfinished when the tap is killed.
+    with sandbox(job_queue_seconds=1.0, job_run_seconds=5.0) as sb:
         config = tap_config(sb)
 
         def job_saved(message: dict, _: list[dict]) -> bool:
@@ -295,9 +300,9 @@ def test_killed_while_a_job_is_queued_resumes_with_that_job(clean):
 
         before, state = run_until(sb, config, job_saved)
         saved = state["bookmarks"]["activities"]["pending_jobs"]
-        assert [sb.backstory.jobs[entry["job_id"]].state for entry in saved] == ["Queued"]
+        assert len(saved) == 1 and sb.backstory.jobs[saved[0]["job_id"]].state in ("Queued", "Running")
         assert not records_of(before, "activities")
-        sb.configure(job_queue_seconds=0.1)
+        sb.configure(job_queue_seconds=0.1, job_run_seconds=0.2)
         resumed = run(sb, config, state=state)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert f"resuming export job {saved[0]['job_id']}" in resumed.stderr
