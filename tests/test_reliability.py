@@ -492,6 +492,13 @@ def test_a_state_file_this_tap_did_not_write_fails_before_any_request(case):
         assert result.stdout == ""
 
 
+def test_the_state_check_knows_every_stream_of_the_tap():
+    from tap_backstory.state_check import STREAMS as CHECKED
+    from tap_backstory.streams import STREAM_ORDER
+
+    assert CHECKED == STREAM_ORDER == STREAMS
+
+
 def test_a_malformed_state_json_fails_in_one_line(tmp_path):
     with sandbox() as sb:
         config, state = tmp_path / "config.json", tmp_path / "state.json"
