@@ -180,6 +180,10 @@ class ExportState:
         if last and export_type == "snapshot":
             self.state["snapshot_done"] = True
 
+    def forget_job(self, window: Window, export_type: str) -> None:
+        """Drop a window's pending job (its data proved unreadable), keeping the bookmark where it is."""
+        self._drop_pending(window, export_type)
+
     def _drop_pending(self, window: Window, export_type: str) -> None:
         key = (window.start.isoformat(), window.end.isoformat(), export_type)
         self.state["pending_jobs"] = [

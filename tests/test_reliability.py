@@ -530,6 +530,19 @@ def test_a_truncated_json_line_stops_the_window_and_keeps_the_last_good_bookmark
         bookmarks = [s["bookmarks"]["activities"].get("bookmark") for s in result.states]
         assert bookmarks[-1] == "2026-02-10" and "2026-02-20" not in bookmarks  # window 1's, never window 2's
 
+        # The corrupt file's job is not reused: the next run asks for a new export of window 2 and completes.
+        again = run(sb, tap_config(sb), state=result.final_state)
+        assert again.returncode == 0, again.stderr[-2000:]
+        later = sb.stats()["job_windows"]
+        retried = [w for w in later if w["stream"] == "activities" and w["start_date"] == "2026-02-11"]
+        assert len(retried) == 2 and retried[-1]["job_id"] != job_2["job_id"]
+        # Records of the broken window that went out before the bad line come again (at least once; the
+        # target upserts on `uid`); nothing is missing and the second run has no duplicate of its own.
+        resumed = [r["uid"] for r in again.records("activities")]
+        assert len(resumed) == len(set(resumed))
+        expected = sandbox_data.expected_activity_uids(sb.settings, START, END, "snapshot", today=TODAY)
+        assert {r["uid"] for r in result.records("activities")} | set(resumed) == expected
+
 
 def test_a_csv_row_with_a_bad_number_stops_the_window_and_keeps_the_last_good_bookmark():
     with sandbox(corrupt_csv=4) as sb:
@@ -544,7 +557,8 @@ def test_a_csv_row_with_a_bad_number_stops_the_window_and_keeps_the_last_good_bo
         final = result.final_state["bookmarks"]
         assert final["activities"]["bookmark"] == "2026-02-28"  # the earlier stream's state is kept
         assert final["enriched_contacts"]["bookmark"] == "2026-02-10"
-        assert final["enriched_contacts"]["pending_jobs"][0]["window_start"] == "2026-02-11"
+        # The job whose file was corrupt is not kept: the next run asks for a new export of that window.
+        assert job_2["job_id"] not in {p["job_id"] for p in final["enriched_contacts"]["pending_jobs"]}
 
 
 def test_an_unexpected_page_envelope_stops_the_export_and_keeps_its_last_good_page():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typing as t
 
-from tap_backstory.formats import read_csv_records, read_json_records
+from tap_backstory.formats import DataError, read_csv_records, read_json_records
 from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
 from tap_backstory.windows import ExportState, Window, parse_day
@@ -76,8 +76,17 @@ class BackstoryExportStream(TapStream):
             JobSpec(window, export_type, self.request_body(window, export_type), state.pending_job(window, export_type))
             for window in windows
         ]
-        for spec, _job_id, records in engine.run(specs):
-            yield from records
+        for spec, job_id, records in engine.run(specs):
+            try:
+                yield from records
+            except DataError:
+                # The job's file itself is unreadable (its download was complete): a resumed run must ask for a
+                # new export rather than reuse this job and fail on the same file until its retention ends.
+                state.forget_job(spec.window, export_type)
+                self.checkpoint()
+                self.logger.warning("Window %s: job %s is dropped from state; the next run creates a new one",
+                                    spec, job_id)
+                raise
             state.window_done(spec.window, export_type, today, last=spec.window == windows[-1])
             self.checkpoint()
 
