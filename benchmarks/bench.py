@@ -6,7 +6,8 @@ One run starts the sandbox in its own process (exports served from a pre-rendere
 no rendering while anything is timed), pre-warms every export it will serve, and then measures, each process
 run alone and timed from spawn to exit, peak RSS read from `wait4` (`ru_maxrss` of that very process):
 
-  a) the tap extracting N activities (one snapshot job, `--fragments` fragments) to /dev/null;
+  a) the tap extracting N activities (one snapshot job, `--fragments` fragments) to /dev/null, and (a')
+     through a pipe to `cat`, as a target reads it;
   b) the bare extractor (`benchmarks/bare.py`) on the same export: the floor any connector pays;
   e) the tap in BATCH mode (gzip JSONL files + BATCH messages) on the same export;
   m) the tap's peak RSS at N = 100k (and `--n-large`), to show it does not grow with N;
@@ -119,8 +120,14 @@ def measure(label: str, argv: list[str], sandbox: SandboxProcess, stdout: t.Any 
     before = sandbox.bytes_sent()
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=stdout, stderr=err, env={**os.environ, **(env or {})})
+        pipe = stdout == "pipe"  # through a pipe to `cat`, as a target would read it
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE if pipe else stdout, stderr=err,
+                                env={**os.environ, **(env or {})})
+        reader = subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL) if pipe else None
         _, status, usage = os.wait4(proc.pid, 0)
+        if reader is not None:
+            proc.stdout.close()  # type: ignore[union-attr]
+            reader.wait()
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
@@ -185,7 +192,7 @@ def main() -> None:
     parser.add_argument("--bw-n", type=int, default=30_000, help="(c) activities (default 30000)")
     parser.add_argument("--backfill-per-day", type=int, default=100, help="(d) activities per day")
     parser.add_argument("--job-seconds", type=float, default=0.9, help="(d) queued+running time of a job")
-    parser.add_argument("--only", default="abemcd", help="scenarios to run, e.g. 'ab' (default all)")
+    parser.add_argument("--only", default="apbemcd", help="scenarios to run, e.g. 'ab' (default all)")
     parser.add_argument("--cache-dir", help="keep the sandbox's rendered exports here between runs (default: temp)")
     parser.add_argument("--profile", action="store_true", help="also profile the tap on (a) with cProfile")
     args = parser.parse_args()
@@ -209,12 +216,14 @@ def main() -> None:
                                  fragments=args.fragments, job_queue_seconds=0.05, job_run_seconds=0.05)
         try:
             days = args.n // PER_DAY
-            if set(args.only) & set("abe"):
+            if set(args.only) & set("abpe"):
                 config = sandbox.tap_config(days, fragment_concurrency=args.fragments)
                 print(f"\n(a/b/e) {args.n:,} activities, {args.fragments} fragments; pre-warming", flush=True)
                 prewarm("pre-warm: render the export once", sandbox, folder, config)
                 if "a" in args.only:
                     runs["tap"] = run_tap("(a) tap -> /dev/null", sandbox, folder, config)
+                if "p" in args.only:
+                    runs["tap_pipe"] = run_tap("(a') tap | cat > /dev/null", sandbox, folder, config, stdout="pipe")
                 if "b" in args.only:
                     runs["bare"] = run_bare("(b) bare extractor -> /dev/null", sandbox, folder, config)
                 if "e" in args.only:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gzip
+import itertools
 import typing as t
+import uuid
 
+import msgspec
 import singer_sdk.singerlib as singer
 from singer_sdk import Stream
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
@@ -16,7 +21,13 @@ from tap_backstory import schemas
 from tap_backstory.formats import RecordShaper
 
 if t.TYPE_CHECKING:
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
+
     from tap_backstory.tap import TapBackstory
+
+GZIP_LEVEL = 6
+"""zlib's default: about 2x faster than the SDK's level 9 for the same size on activity JSON (level 1: 2.5x
+faster again, files 1.5x larger)."""
 
 
 class TapStream(Stream):
@@ -67,6 +78,46 @@ class TapStream(Stream):
                     version=self._stream_version,
                     time_extracted=utc_now(),
                 )
+
+    def get_batches(
+        self, batch_config: BatchConfig, context: dict | None = None
+    ) -> t.Iterator[tuple[BaseBatchFileEncoding, list[str]]]:
+        """JSON Lines batch files (gzip when configured), written as the records stream through.
+
+        The SDK's default holds each chunk of `batch_size` records in memory (~200 MB of dicts at 10,000
+        activities), encodes with simplejson and compresses at level 9. Here each record is encoded with msgspec
+        straight into the file, so memory stays flat. Files, names and messages are as in the SDK:
+        `{prefix}{tap}--{stream}-{uuid}-{n}.json.gz`, one BATCH message (then STATE) per file. The next
+        record is read before a file is announced, so when the last file goes out the stream's state is final.
+        Other encodings (parquet) keep the SDK's batcher.
+        """
+        if batch_config.encoding.format != "jsonl":
+            yield from super().get_batches(batch_config, context)
+            return
+        storage = batch_config.storage
+        sync_id = f"{self.tap_name}--{self.name}-{uuid.uuid4()}"
+        compress = batch_config.encoding.compression == "gzip"
+        encode = msgspec.json.Encoder(enc_hook=str, decimal_format="number").encode_into
+        line = bytearray()
+        # The SDK's own record loop (what its default get_batches runs): state, counters, child streams.
+        records = iter(self._sync_records(context, write_messages=False))
+        record = next(records, None)
+        for number in itertools.count(1):
+            if record is None:
+                return
+            filename = f"{storage.prefix or ''}{sync_id}-{number}.json" + (".gz" if compress else "")
+            with storage.open(filename, "wb") as raw:
+                zipped = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL) if compress else None
+                with zipped or contextlib.nullcontext():
+                    out = zipped or raw
+                    for _ in range(batch_config.batch_size):
+                        encode(record, line)
+                        line += b"\n"
+                        out.write(line)
+                        record = next(records, None)
+                        if record is None:
+                            break
+            yield batch_config.encoding, [storage.get_url(filename)]
 
     @functools.cached_property
     def shaper(self) -> RecordShaper:
