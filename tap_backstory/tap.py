@@ -167,14 +167,16 @@ CONFIG_SCHEMA = th.PropertiesList(
         default=10,
         title="Job poll interval (s)",
         description="First wait between job status checks; it grows up to 60 s (or this value if larger) "
-        "while a job stays queued or running.",
+        "while a job stays queued or running. Also paces the checks of a ContactBased export that is still "
+        "building.",
     ),
     th.Property(
         "job_timeout_seconds",
         th.IntegerType(minimum=1),
         default=10800,
         title="Job time-out (s)",
-        description="Give up on an export job that has not completed after this many seconds.",
+        description="Give up on an export job (or a ContactBased export still building) that has not "
+        "completed after this many seconds.",
     ),
     # --- ContactBased --------------------------------------------------------------------------------
     th.Property(

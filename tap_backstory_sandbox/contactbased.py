@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -51,6 +52,13 @@ class Export:
     summary: dict[str, Any]
     settings: SandboxSettings  # frozen copy: pages stay stable whatever is configured later
     day_counts: list[int]  # matching rows per window day (skips whole days when paging)
+    ready_at: float = 0.0  # monotonic time the export finishes building (export_build_seconds)
+
+    def view(self) -> dict[str, Any]:
+        """The ExportSummary as the API shows it now (with `status` when exports build asynchronously)."""
+        if not self.settings.export_build_seconds:
+            return self.summary
+        return {**self.summary, "status": "ready" if time.monotonic() >= self.ready_at else "building"}
 
 
 class ContactBased:
@@ -235,10 +243,11 @@ class ContactBased:
                        "get_pii": get_pii, "include_business_info": business, "require_contact_id": require_id,
                        "created_at": st.iso_now()}
             counts = [w if require_id else t for t, w in search.day_totals]
-            self.exports[summary["export_id"]] = Export(summary, st.settings.copy(), counts)
+            exp = Export(summary, st.settings.copy(), counts, time.monotonic() + st.settings.export_build_seconds)
+            self.exports[summary["export_id"]] = exp
         st.event("export_created", export_id=summary["export_id"], feed_id=s["feed_id"], job_id=s["job_id"],
                  total_rows=total_rows, quota_cost=cost)
-        return Response.json(200, summary)
+        return Response.json(200, exp.view())
 
     def _export(self, body: dict[str, Any]) -> Export:
         export_id = _field(body, "export_id", str)
@@ -255,6 +264,8 @@ class ContactBased:
         if not 1 <= page <= s["total_pages"]:
             raise ApiError(422, f"page must satisfy 1 <= page <= total_pages ({s['total_pages']}); got {page}")
         self.state.stats.page_requests += 1
+        if exp.view().get("status") == "building":
+            raise ApiError(409, f"Export {s['export_id']} is still building; poll /intent/feeds/exports/get")
         if self.state.take("page_errors"):
             self.state.event("injected_error", status=502, what="page", export_id=s["export_id"], page=page)
             raise ApiError(502, "Bad gateway: upstream export store unavailable (injected fault)")
@@ -286,13 +297,13 @@ class ContactBased:
         return rows
 
     def get_export(self, req: Request) -> Response:
-        return Response.json(200, self._export(_body(req)).summary)
+        return Response.json(200, self._export(_body(req)).view())
 
     def list_exports(self, req: Request) -> Response:
         body = _body(req, allow_empty=True)
         feed_id = _field(body, "feed_id", str, None)
         job_id = _field(body, "job_id", str, None)
-        out = [e.summary for e in self.exports.values()
+        out = [e.view() for e in self.exports.values()
                if (feed_id is None or e.summary["feed_id"] == feed_id)
                and (job_id is None or e.summary["job_id"] == job_id)]
         return Response.json(200, {"exports": out})

@@ -69,6 +69,10 @@ class SandboxSettings:
     """ContactBased export page size (fixed per export at creation)."""
     page_envelope: str = "rows"
     """Key holding the rows of an export page: rows | items | data | results."""
+    export_build_seconds: float = 0.0
+    """Newer ContactBased variant: an export builds asynchronously; its summary says `status: "building"`
+    for this many seconds (then `"ready"`) and its pages are refused with 409 until then. 0 = the documented
+    synchronous exports (no `status` key)."""
     enrich_batch_limit: int = 1000
     """Max contact_ids per POST /enrich/contacts/batch (more -> 413)."""
     cache_exports_dir: str | None = None

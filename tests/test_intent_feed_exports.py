@@ -172,3 +172,14 @@ def test_items_envelope_and_unknown_fields_kept_in_extra():
         assert len(records) == sum(expected_rows(sb, feed, 3) for feed in FEEDS)
         assert all(record["_extra"]["buying_stage"] for record in records)
         assert result.stderr.count("does not declare (buying_stage)") == 1
+
+
+def test_an_export_that_builds_asynchronously_is_waited_for_before_its_pages():
+    """The newer API variant: the summary says `building` and pages answer 409 until it is `ready`."""
+    with sandbox(export_build_seconds=0.6) as sb:
+        result = run(sb, tap_config(sb, intent_feed_ids=[FEED_A_ID], job_poll_interval_seconds=0.2))
+        assert result.returncode == 0, result.stderr[-2000:]
+        records = result.records(INTENT)
+        assert_complete_export(records, expected_rows(sb, FEED_A_ID, 3), page_size=25)
+        assert "is building; waiting" in result.stderr
+        assert sb.stats()["requests_by_status"].get("409", 0) == 0  # no page was asked for too early

@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import logging
 import re
+import time
 import typing as t
 
 from tap_backstory.client import ApiError, TapBackstoryError
@@ -27,6 +28,9 @@ if t.TYPE_CHECKING:
 
 LOGGER = logging.getLogger("tap-backstory")
 
+BUILDING_STATUSES = frozenset({"building", "pending", "queued", "processing", "running", "in_progress"})
+"""ExportSummary `status` values of an export that is not readable yet (a newer API variant builds exports
+asynchronously; the documented one has no `status` and is readable at once)."""
 CONTACT_ID = re.compile(r"^id_[0-9a-f]{16}$|^cb_[0-9A-Za-z]+$")  # documented form, legacy `cb_` accepted
 LIST_KEYS = ("rows", "items", "data", "results", "feeds")
 
@@ -235,6 +239,7 @@ class IntentFeedExportsStream(TapStream):
                 f"({flight['total_records']} rows found, {feed.get('export_rows_remaining')} rows of quota remaining) "
                 f"was refused: {exc}"
             ) from None
+        summary = self._wait_until_built(feed["feed_id"], summary)
         export = {
             "export_id": str(summary["export_id"]),
             "total_pages": int(summary.get("total_pages") or 0),
@@ -248,6 +253,27 @@ class IntentFeedExportsStream(TapStream):
             export["total_pages"],
         )
         return export
+
+    def _wait_until_built(self, feed_id: str, summary: dict) -> dict:
+        """Poll `/exports/get` while the export says it is still building (interval and time-out: the
+        job_poll_interval_seconds and job_timeout_seconds settings)."""
+        interval = float(self.config["job_poll_interval_seconds"])
+        deadline = time.monotonic() + float(self.config["job_timeout_seconds"])
+        while str(summary.get("status") or "").lower() in BUILDING_STATUSES:
+            if time.monotonic() > deadline:
+                raise TapBackstoryError(
+                    f"intent feed {feed_id}: export {summary['export_id']} was still {summary['status']} after "
+                    f"job_timeout_seconds={self.config['job_timeout_seconds']}"
+                )
+            LOGGER.info("intent feed %s: export %s is %s; waiting %.1fs", feed_id, summary["export_id"],
+                        summary["status"], interval)
+            time.sleep(interval)
+            interval = min(interval * 1.5, 60.0)
+            body = {"export_id": summary["export_id"]}
+            summary = self.api.request("POST", "/intent/feeds/exports/get", json=body).json()
+        if str(summary.get("status") or "").lower() == "failed":
+            raise TapBackstoryError(f"intent feed {feed_id}: export {summary['export_id']} failed on the server side")
+        return summary
 
     def _pages(self, feed_id: str, flight: dict) -> t.Iterator[dict | Progress]:
         export_id, total_pages, page_size = flight["export_id"], flight["total_pages"], flight["page_size"]

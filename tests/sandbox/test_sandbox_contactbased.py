@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
+import requests
 
-from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID, Sandbox
+from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID, Sandbox, SandboxSettings
 from tap_backstory_sandbox.data import (
     expected_intent_contact_ids,
     expected_intent_rows,
@@ -203,3 +205,22 @@ def test_page_envelope_setting(envelope):
         exp = cb(sb, "POST", "/intent/feeds/exports", json={"feed_id": FEED_B_ID, "lookback_days": 1}).json()
         page = cb(sb, "POST", "/intent/feeds/exports/page", json={"export_id": exp["export_id"], "page": 1}).json()
         assert len(page[envelope]) == 25
+
+
+def test_an_export_building_asynchronously_refuses_pages_until_ready():
+
+    with Sandbox(SandboxSettings(export_build_seconds=0.3)) as sb:
+        headers = {"X-API-Key": sb.tap_config()["contactbased_api_key"]}
+        url = sb.contactbased_url
+        summary = requests.post(f"{url}/intent/feeds/exports", json={"feed_id": FEED_A_ID, "lookback_days": 2},
+                                headers=headers, timeout=10).json()
+        assert summary["status"] == "building"
+        page = {"export_id": summary["export_id"], "page": 1}
+        early = requests.post(f"{url}/intent/feeds/exports/page", json=page, headers=headers, timeout=10)
+        assert early.status_code == 409 and "building" in early.json()["detail"]
+        time.sleep(0.35)
+        got = requests.post(f"{url}/intent/feeds/exports/get", json={"export_id": summary["export_id"]},
+                            headers=headers, timeout=10).json()
+        assert got["status"] == "ready"
+        ready = requests.post(f"{url}/intent/feeds/exports/page", json=page, headers=headers, timeout=10)
+        assert ready.status_code == 200 and ready.json()["rows"]
