@@ -78,7 +78,7 @@ class SandboxProcess:
                 "--cache-exports-dir", cache_dir]
         for name, value in settings.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=child_env())
         self.values: dict[str, str] = {}
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -121,8 +121,7 @@ def measure(label: str, argv: list[str], sandbox: SandboxProcess, stdout: t.Any 
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         pipe = stdout == "pipe"  # through a pipe to `cat`, as a target would read it
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE if pipe else stdout, stderr=err,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE if pipe else stdout, stderr=err, env=child_env(env))
         reader = subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL) if pipe else None
         _, status, usage = os.wait4(proc.pid, 0)
         if reader is not None:
@@ -141,6 +140,17 @@ def measure(label: str, argv: list[str], sandbox: SandboxProcess, stdout: t.Any 
               usage.ru_utime + usage.ru_stime)
     print(run.line(), flush=True)
     return run, stderr
+
+
+SCRUBBED_ENV = ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
+"""Set in some shells and CI images, not in a normal install: unbuffered stdout makes every write a system
+call, and no bytecode cache recompiles every module (~0.9 s CPU) at each start. Measured processes run
+without them."""
+
+
+def child_env(extra: dict | None = None) -> dict:
+    env = {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
+    return {**env, **(extra or {})}
 
 
 def write_json(folder: Path, name: str, payload: dict) -> str:
@@ -170,7 +180,7 @@ def prewarm(label: str, sandbox: SandboxProcess, folder: Path, config: dict) -> 
     """Create the export's job and wait for it: the sandbox renders its bodies into the cache (untimed)."""
     argv = [sys.executable, str(ROOT / "benchmarks" / "bare.py"), write_json(folder, "bare.json", config), "--prewarm"]
     started = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=child_env())
     if proc.returncode:
         raise SystemExit(f"{label}: {proc.stderr[-2000:]}")
     print(f"  {label:<44} {time.perf_counter() - started:7.2f} s (untimed)", flush=True)

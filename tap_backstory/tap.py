@@ -10,13 +10,13 @@ import typing as t
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
 from tap_backstory.client import ApiClient, ConfigError, TapBackstoryError, is_loopback
 from tap_backstory.state_check import check_state
 from tap_backstory.windows import Clock, parse_day
+from tap_backstory.writer import BufferedMsgSpecWriter
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
@@ -314,7 +314,7 @@ class TapBackstory(Tap):
         PluginCapabilities.FLATTENING,
         PluginCapabilities.BATCH,
     ]
-    message_writer_class = MsgSpecWriter
+    message_writer_class = BufferedMsgSpecWriter
 
     def __init__(self, *, state: t.Any = None, **kwargs: t.Any) -> None:
         # The SDK takes a falsy state (e.g. `[]`) for "no state" and any other non-dict for a file path.
