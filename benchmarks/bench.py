@@ -8,7 +8,8 @@ run alone and timed from spawn to exit, peak RSS read from `wait4` (`ru_maxrss` 
 
   a) the tap extracting N activities (one snapshot job, `--fragments` fragments) to /dev/null, and (a')
      through a pipe to `cat`, as a target reads it;
-  b) the bare extractor (`benchmarks/bare.py`) on the same export: the floor any connector pays;
+  b) the bare extractor (`benchmarks/bare.py`) on the same export: the floor any connector pays; (b') the
+     same loop with msgspec instead of `json`;
   e) the tap in BATCH mode (gzip JSONL files + BATCH messages) on the same export;
   m) the tap's peak RSS at N = 100k (and `--n-large`), to show it does not grow with N;
   c) 1 vs 4 fragments under a per-connection bandwidth cap;
@@ -171,8 +172,8 @@ def run_tap(label: str, sandbox: SandboxProcess, folder: Path, config: dict, **k
     return measure(label, tap_argv(folder, config), sandbox, env=tap_env(), **kwargs)[0]
 
 
-def run_bare(label: str, sandbox: SandboxProcess, folder: Path, config: dict) -> Run:
-    argv = [sys.executable, str(ROOT / "benchmarks" / "bare.py"), write_json(folder, "bare.json", config)]
+def run_bare(label: str, sandbox: SandboxProcess, folder: Path, config: dict, *flags: str) -> Run:
+    argv = [sys.executable, str(ROOT / "benchmarks" / "bare.py"), write_json(folder, "bare.json", config), *flags]
     return measure(label, argv, sandbox)[0]
 
 
@@ -217,7 +218,9 @@ def main() -> None:
         "runs": {},
         "ratios": [],
     }
-    print(f"tap-backstory benchmark, {os.cpu_count()} CPUs, Python {platform.python_version()}", flush=True)
+    print(f"tap-backstory benchmark, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"load average before {os.getloadavg()[0]:.2f}", flush=True)
+    results["load_before"] = os.getloadavg()
     runs: dict[str, Run] = {}
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -236,6 +239,9 @@ def main() -> None:
                     runs["tap_pipe"] = run_tap("(a') tap | cat > /dev/null", sandbox, folder, config, stdout="pipe")
                 if "b" in args.only:
                     runs["bare"] = run_bare("(b) bare extractor -> /dev/null", sandbox, folder, config)
+                if "b" in args.only:
+                    runs["bare_msgspec"] = run_bare("(b') bare extractor, msgspec -> /dev/null", sandbox, folder,
+                                                    config, "--msgspec")
                 if "e" in args.only:
                     batch_root = folder / "batches"
                     batch = {**config, "batch_config": {
@@ -296,6 +302,12 @@ def main() -> None:
     if "tap" in runs and "bare" in runs:
         r = runs["tap"].records_per_s / runs["bare"].records_per_s
         ratios.append(ratio("(a)/(b) tap throughput / bare extractor", r, ">= 0.7", r >= 0.7))
+    if "tap" in runs and "bare_msgspec" in runs:
+        r = runs["tap"].records_per_s / runs["bare_msgspec"].records_per_s
+        ratios.append(ratio("(a)/(b') tap throughput / bare extractor with msgspec", r, "-", True))
+    if "tap_pipe" in runs and "bare" in runs:
+        r = runs["tap_pipe"].records_per_s / runs["bare"].records_per_s
+        ratios.append(ratio("(a')/(b) tap through a pipe / bare extractor", r, "-", True))
     if "batch" in runs and "bare" in runs:
         r = runs["batch"].records_per_s / runs["bare"].records_per_s
         ratios.append(ratio("(e)/(b) tap BATCH throughput / bare extractor", r, "-", True))
@@ -314,6 +326,8 @@ def main() -> None:
         ratios.append(ratio("(d) pipelined (2 jobs) / sequential backfill time", r, "<= 0.6", r <= 0.6))
     results["runs"] = {key: {**asdict(run), "records_per_s": run.records_per_s, "mb_per_s": run.mb_per_s}
                        for key, run in runs.items()}
+    results["load_after"] = os.getloadavg()
+    print(f"  load average (1 min) after: {results['load_after'][0]:.2f} (other work on the machine skews figures)")
     path = RESULTS / f"bench-{stamp}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"\nresults: {path.relative_to(ROOT)}")

@@ -168,6 +168,15 @@ class RecordShaper:
         self._converters = {name: _converter_for(spec) for name, spec in self.properties.items()}
 
     def shape(self, record: dict) -> dict:
+        if not self.declared.issuperset(record):  # the usual case builds no set
+            self._move_extra(record)
+        for name in self.datetime_fields:
+            value = record.get(name)
+            if isinstance(value, str) and len(value) == 19 and value[10] == "T":
+                record[name] = value + "Z"
+        return record
+
+    def _move_extra(self, record: dict) -> None:
         undeclared = record.keys() - self.declared
         if undeclared:
             extra = record.get(EXTRA_KEY) if isinstance(record.get(EXTRA_KEY), dict) else {}
@@ -181,11 +190,6 @@ class RecordShaper:
                     self.stream_name,
                     ", ".join(sorted(undeclared)),
                 )
-        for name in self.datetime_fields:
-            value = record.get(name)
-            if isinstance(value, str) and len(value) == 19 and value[10] == "T":
-                record[name] = value + "Z"
-        return record
 
     def coerce(self, row: dict, source: str, line: int) -> dict:
         record = {}

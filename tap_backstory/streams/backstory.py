@@ -35,6 +35,12 @@ class BackstoryExportStream(TapStream):
         for record in read_json_records(body, source):
             yield self.shaper.shape(record)
 
+    def generate_child_contexts(self, record: dict, context: dict | None) -> t.Iterable[dict | None]:
+        """No stream is a child of an export stream: hand nothing down (the SDK's default builds, copies and
+        filter-checks a context for every record, then finds no child to sync)."""
+        if self.child_streams:
+            yield from super().generate_child_contexts(record, context)
+
     def get_records(self, context: dict | None) -> t.Iterable[dict]:
         config, clock = self.config, self.tap.clock
         today = clock.today()
