@@ -215,7 +215,7 @@ class Backstory:
             st.stats.max_jobs_alive = max(st.stats.max_jobs_alive, alive + 1)
         st.event("job_created", stream=stream, job_id=job_id, start_date=params["start_date"].isoformat(),
                  end_date=params["end_date"].isoformat(), export_type=params.get("export_type"),
-                 fate=job.fate)
+                 fate=job.fate, request=body)
         threading.Thread(target=self._prepare, args=(job,), daemon=True).start()
         return Response.json(200, job.as_json(st.settings.fragment_count_key))
 

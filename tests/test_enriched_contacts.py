@@ -70,6 +70,8 @@ def test_each_filter_reaches_the_request_and_filters(settings, filters):
         unfiltered = expected_contact_emails(sb.settings, D(START), TODAY, **DEFAULT_FILTERS)
         assert expected and len(expected) < len(unfiltered)  # the filter matters for this data
         assert len(emails) == len(set(emails)) and set(emails) == expected
+        requests = [e["request"] for e in sb.events() if e["kind"] == "job_created"]
+        assert requests and all(request.items() >= filters.items() for request in requests)
 
 
 # --- bad export files: the sandbox cannot serve corrupt data, so the parsers are fed bytes directly -------
