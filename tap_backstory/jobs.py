@@ -49,6 +49,7 @@ BYTES_PER_TIMEOUT_STEP = 20 * 1024 * 1024
 SECONDS_PER_TIMEOUT_STEP = 60
 """Backstory: "the maximum timeout for data retrieval ... is 60 seconds per 20mb of data"."""
 MAX_POLL_INTERVAL = 60.0
+NO_SUCH_FRAGMENT = frozenset({400, 404, 416, 422})
 POLL_AGE_FRACTION = 0.25
 
 # A body cut off mid-way surfaces as one of these (requests wraps most; raw urllib3/http.client leak through).
@@ -339,20 +340,50 @@ class ExportJobs:
                 fragment = pending.popleft()
                 futures.append(pool.submit(self._download, job_id, fragment, read_timeout, stop))
 
+        def parse_file(path: str, fragment: int | None) -> t.Iterator[dict]:
+            source = f"export job {job_id}" + ("" if fragment is None else f" fragment {fragment}")
+            try:
+                with open(path, "rb") as body:
+                    yield from self.parse(body, source)
+            finally:
+                os.unlink(path)
+
         try:
             submit_ahead()
             while futures:
                 path, fragment, nbytes = futures.popleft().result()
                 submit_ahead()
                 total_bytes += nbytes
-                source = f"export job {job_id}" + ("" if fragment is None else f" fragment {fragment}")
+                for record in parse_file(path, fragment):
+                    rows += 1
+                    yield record
+            # The activities doc calls `fragment` a "Count of fragments ... (0-based)", which a server may mean
+            # as the last fragment's number. Only when the fragments fell short of `results_size`, ask for
+            # the next one too; a refusal (no such fragment) ends the job as usual.
+            extra = len(fragments) if count else None
+            while extra is not None and total_bytes < size:
                 try:
-                    with open(path, "rb") as body:
-                        for record in self.parse(body, source):
-                            rows += 1
-                            yield record
-                finally:
+                    path, fragment, nbytes = self._download(job_id, extra, read_timeout, stop)
+                except ApiError as exc:
+                    if exc.status not in NO_SUCH_FRAGMENT:
+                        raise
+                    break
+                if not nbytes:
                     os.unlink(path)
+                    break
+                self.log.warning(
+                    "Export job %s: %d bytes of %d after fragments 0..%d; fragment %d exists too, reading it",
+                    job_id,
+                    total_bytes,
+                    size,
+                    extra - 1,
+                    extra,
+                )
+                total_bytes += nbytes
+                for record in parse_file(path, fragment):
+                    rows += 1
+                    yield record
+                extra += 1
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)

@@ -74,7 +74,7 @@ class Job:
     exact: bool = True
     prepared: threading.Event = field(default_factory=threading.Event)
 
-    def as_json(self, fragment_key: str) -> dict[str, Any]:
+    def as_json(self, fragment_key: str, last_index: bool = False) -> dict[str, Any]:
         ts = (lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ") if d else None)  # noqa: E731
         done = self.state == "Completed"
         obj: dict[str, Any] = {"job_id": self.job_id, "state": self.state}
@@ -87,7 +87,7 @@ class Job:
             obj["output_format"] = self.params["output_format"]
         obj.update(job_created_time=ts(self.created), job_start_time=ts(self.started),
                    job_end_time=ts(self.ended), results_size=self.results_size if done else None)
-        obj[fragment_key] = len(self.bounds) if done else None
+        obj[fragment_key] = (len(self.bounds) - last_index) if done else None
         return obj
 
 
@@ -124,7 +124,7 @@ class Backstory:
         job = self.find_job(stream, job_id)
         if is_data:
             return self.job_data(req, job)
-        return Response.json(200, job.as_json(self.state.settings.fragment_count_key))
+        return Response.json(200, self.job_json(job))
 
     # ------------------------------------------------------------------------------------------------------
     # auth
@@ -217,13 +217,16 @@ class Backstory:
                  end_date=params["end_date"].isoformat(), export_type=params.get("export_type"),
                  fate=job.fate, request=body)
         threading.Thread(target=self._prepare, args=(job,), daemon=True).start()
-        return Response.json(200, job.as_json(st.settings.fragment_count_key))
+        return Response.json(200, self.job_json(job))
+
+    def job_json(self, job: Job) -> dict[str, Any]:
+        settings = self.state.settings
+        return job.as_json(settings.fragment_count_key, settings.fragment_count_is_last_index)
 
     def list_jobs(self, stream: str) -> Response:
         with self.state.lock:
             self.tick()
-            key = self.state.settings.fragment_count_key
-            jobs = [j.as_json(key) for j in self.jobs.values() if j.stream == stream]
+            jobs = [self.job_json(j) for j in self.jobs.values() if j.stream == stream]
         return Response.json(200, {"jobs": jobs})
 
     def find_job(self, stream: str, job_id: str) -> Job:

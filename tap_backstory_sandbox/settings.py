@@ -59,6 +59,8 @@ class SandboxSettings:
     """Serve Backstory job_id as an integer instead of a string."""
     fragment_count_key: str = "fragments"
     """Key of the fragment count in a job object: 'fragments' (contacts doc) or 'fragment' (activities doc)."""
+    fragment_count_is_last_index: bool = False
+    """Read "Count of fragments ... (0-based)" the other way: report the last fragment's number (count - 1)."""
     contacts_json_style: str = "lines"
     """Enriched contacts JSON output: 'lines' (JSON Lines) or 'array' (one JSON array per file)."""
     extra_activity_fields: bool = False

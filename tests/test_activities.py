@@ -253,3 +253,20 @@ def test_a_refused_later_window_still_lets_the_earlier_windows_out_first():
         ]
         assert sorted(uids_of(result)) == sorted(expected_uids(sb, emitted))
         assert stream_state(result.final_state, "activities")["bookmark"] == "2026-02-23"
+
+
+def test_a_fragment_count_meant_as_the_last_fragment_number_loses_nothing():
+    """"fragment: Count of fragments ... (0-based)" read the other way: the server reports 3 for fragments 0..3."""
+    with sandbox(fragment_count_key="fragment", fragment_count_is_last_index=True) as sb:
+        result = run(sb, tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15))
+        uids = uids_of(result)
+        assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, windows(sb))
+        assert "fragment 3 exists too, reading it" in result.stderr
+
+
+def test_fragments_adding_up_to_results_size_need_no_extra_request():
+    with sandbox() as sb:
+        run(sb, tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15))
+        stats = sb.stats()
+        assert stats["fragment_requests"] == 4 * len(windows(sb))
+        assert stats["requests_by_status"].get("400", 0) == 0
