@@ -16,6 +16,7 @@ import http.client
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -460,9 +461,13 @@ def job_state(info: dict) -> str | None:
     return KNOWN_STATES.get(state.lower(), state) if isinstance(state, str) else state
 
 
+JOB_LIMIT_MESSAGE = re.compile(r"too ?many|(concurrent|queued) (export )?jobs|queue is full|job limit", re.IGNORECASE)
+"""How a server may word the use limits (2 running, 10 queued) when it answers them with a 4xx other than 429."""
+
+
 def _is_temporary(exc: ApiError) -> bool:
-    """A job-creation refusal to wait out: 429, 5xx, a dropped connection, or a 'too many jobs' message."""
-    return exc.status is None or exc.status in RETRIABLE_STATUSES or "too many" in str(exc).lower()
+    """A job-creation refusal to wait out: 429, 5xx, a dropped connection, or a job-limit message."""
+    return exc.status is None or exc.status in RETRIABLE_STATUSES or bool(JOB_LIMIT_MESSAGE.search(str(exc)))
 
 
 def _one_line(exc: BaseException) -> str:
