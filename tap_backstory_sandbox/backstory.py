@@ -96,7 +96,9 @@ class Backstory:
         self.state = state
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (key type, expiry monotonic)
         self.jobs: dict[str, Job] = {}  # by str(job_id), creation order
-        self._next_job = 100_001
+        # Unique across sandbox restarts, as real job ids are: a job id kept in a state file must never name
+        # another job of a later sandbox (the demo restarts it between runs).
+        self._next_job = int(time.time() * 1000)
 
     # ------------------------------------------------------------------------------------------------------
     # routing

@@ -68,6 +68,7 @@ class ContactBased:
         self.searches: dict[str, Search] = {}
         self.exports: dict[str, Export] = {}
         self._n = 0
+        self._instance = uuid.uuid4().hex  # ids unique across sandbox restarts; the data stays deterministic
 
     # ------------------------------------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
@@ -375,7 +376,7 @@ class ContactBased:
     def _uuid(self, kind: str) -> str:
         with self.state.lock:
             self._n += 1
-            digest = hashlib.md5(f"{self.state.settings.seed}:{kind}:{self._n}".encode()).digest()
+            digest = hashlib.md5(f"{self._instance}:{kind}:{self._n}".encode()).digest()
         return str(uuid.UUID(bytes=digest, version=4))
 
 
