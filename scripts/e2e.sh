@@ -25,8 +25,9 @@ echo "== first run: tap-backstory -> DuckDB and PostgreSQL"
 "${MELTANO[@]}" run tap-backstory target-postgres
 uv run --frozen python scripts/e2e_check.py first --sandbox "$SANDBOX" --start-date "$START_DATE" --before "$WORK/counts.json"
 
-echo "== second run: must resume from the stored state"
-curl -fsS -X POST "$SANDBOX/_sandbox/reset-stats" >/dev/null
+echo "== second run: must resume from the stored state (against a restarted sandbox, as when the demo runs twice)"
+stop_sandbox
+start_sandbox "$WORK/sandbox2.log" --today "$TAP_BACKSTORY_TODAY"
 "${MELTANO[@]}" state get sandbox:tap-backstory-to-target-postgres | head -c 600; echo
 "${MELTANO[@]}" run tap-backstory target-postgres
 uv run --frozen python scripts/e2e_check.py second --sandbox "$SANDBOX" --start-date "$START_DATE" --before "$WORK/counts.json"
