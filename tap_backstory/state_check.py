@@ -11,9 +11,10 @@ import datetime as dt
 import typing as t
 
 from tap_backstory.client import ConfigError
+from tap_backstory.names import STREAM_ORDER
 from tap_backstory.windows import parse_day
 
-STREAMS = ("activities", "enriched_contacts", "intent_feed_exports", "enriched_contact_records")
+STREAMS = STREAM_ORDER
 TOP_LEVEL_KEYS = ("bookmarks", "currently_syncing")
 FOREIGN_STREAM_KEYS = ("replication_key", "replication_key_value")
 """Per-record replication keys: the SDK writes them for INCREMENTAL streams, which this tap has none of."""

@@ -14,6 +14,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
 from tap_backstory.client import ApiClient, ConfigError, TapBackstoryError, is_loopback
+from tap_backstory.names import STREAM_CREDENTIALS, STREAM_ORDER
 from tap_backstory.state_check import check_state
 from tap_backstory.windows import Clock, parse_day
 from tap_backstory.writer import BufferedMsgSpecWriter
@@ -21,11 +22,8 @@ from tap_backstory.writer import BufferedMsgSpecWriter
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
 
-# (setting, stream that needs it) — a stream is discovered only when its credentials are configured.
-BACKSTORY_KEY_PAIRS = {
-    "activities": ("activity_client_id", "activity_client_secret", "Activity"),
-    "enriched_contacts": ("object_client_id", "object_client_secret", "Object"),
-}
+# The Backstory key type each Backstory stream needs (its settings: `names.STREAM_CREDENTIALS`).
+BACKSTORY_KEY_TYPES = {"activities": "Activity", "enriched_contacts": "Object"}
 SECRET_SETTINGS = ("activity_client_secret", "object_client_secret", "contactbased_api_key")
 ENRICHMENT_SECTIONS = ("pii", "emails", "phones")
 
@@ -254,7 +252,8 @@ CONFIG_SCHEMA = th.PropertiesList(
 def check_config(config: t.Mapping[str, t.Any], clock: Clock) -> None:
     """Checks jsonschema cannot express; each raises ConfigError naming the setting."""
     configured = False
-    for setting_id, setting_secret, key_type in BACKSTORY_KEY_PAIRS.values():
+    for stream, key_type in BACKSTORY_KEY_TYPES.items():
+        setting_id, setting_secret = STREAM_CREDENTIALS[stream]
         has_id, has_secret = bool(config.get(setting_id)), bool(config.get(setting_secret))
         if has_id != has_secret:
             missing = setting_secret if has_id else setting_id
@@ -376,9 +375,7 @@ class TapBackstory(Tap):
         return [stream_class(tap=self) for stream_class in available_streams(self.config)]
 
     def load_streams(self) -> list[Stream]:
-        """Sync in dependency order, not the SDK's alphabetical order (see `streams.STREAM_ORDER`)."""
-        from tap_backstory.streams import STREAM_ORDER
-
+        """Sync in dependency order, not the SDK's alphabetical order (see `names.STREAM_ORDER`)."""
         streams = super().load_streams()
         self._check_catalog_credentials({stream.name for stream in streams})
         return sorted(streams, key=lambda stream: STREAM_ORDER.index(stream.name))
@@ -386,20 +383,14 @@ class TapBackstory(Tap):
     def _check_catalog_credentials(self, available: set[str]) -> None:
         """A stream selected in the input catalog whose credentials are not configured is a config error,
         not a stream silently left out of the run."""
-        from tap_backstory.streams import STREAM_ORDER
-
         if self.input_catalog is None:
             return
-        needs = {
-            stream: f"{id_setting}/{secret_setting}"
-            for stream, (id_setting, secret_setting, _) in BACKSTORY_KEY_PAIRS.items()
-        }
         for entry in self.input_catalog.values():
             name = entry.tap_stream_id
             root = entry.metadata.root
             selected = root.selected if root.selected is not None else root.selected_by_default
             if selected and name in STREAM_ORDER and name not in available:
-                setting = needs.get(name, "contactbased_api_key")
+                setting = "/".join(STREAM_CREDENTIALS[name])
                 raise ConfigError(f"stream {name} is selected in the catalog, but {setting} is not set")
 
 

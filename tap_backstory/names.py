@@ -1,0 +1,17 @@
+"""The four stream names, the order they sync in, and the settings that enable each.
+
+One table, read by discovery (`streams.available_streams`), the catalog check (`tap.py`) and the state check
+(`state_check.py`). It imports nothing of the tap, so any module can use it.
+"""
+
+STREAM_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "activities": ("activity_client_id", "activity_client_secret"),
+    "enriched_contacts": ("object_client_id", "object_client_secret"),
+    "intent_feed_exports": ("contactbased_api_key",),
+    "enriched_contact_records": ("contactbased_api_key",),
+}
+"""A stream is discovered only when every one of its settings is set."""
+
+STREAM_ORDER = tuple(STREAM_CREDENTIALS)
+"""The SDK would sync in name order; this order is explicit. `enriched_contact_records` is a child of
+`intent_feed_exports` (it enriches the ids that stream reads), so the SDK runs it inside its parent."""
