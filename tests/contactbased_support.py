@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
-import subprocess
-import tempfile
 from collections import Counter
 from datetime import date, timedelta
-from pathlib import Path
 
 from tap_backstory_sandbox import DEMO_CREDENTIALS, FEED_A_ID, FEED_B_ID, Sandbox, SandboxSettings, data
-from tests.tap_runner import TAP_EXE, TapRun, run_tap
+from tests.tap_runner import TapRun, run_tap, run_until
 
 TODAY = date(2026, 3, 1)
 FEEDS = (FEED_A_ID, FEED_B_ID)
@@ -78,29 +72,10 @@ def run_until_state(sb: Sandbox, config: dict, predicate) -> tuple[list[dict], d
     """Start the tap, read its stdout until a STATE satisfies `predicate`, then SIGKILL it.
 
     Returns the RECORD messages read before that STATE, and that STATE (what a target would have committed)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp, "config.json")
-        config_path.write_text(json.dumps(config))
-        proc = subprocess.Popen(
-            [TAP_EXE, "--config", str(config_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, **today_env(sb)},
-        )
-        records: list[dict] = []
-        try:
-            for line in proc.stdout:
-                message = json.loads(line)
-                if message["type"] == "RECORD":
-                    records.append(message)
-                elif message["type"] == "STATE" and predicate(message["value"]):
-                    return records, message["value"]
-            raise AssertionError("the tap ended before the awaited STATE")
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            proc.stdout.close()
+    killed = run_until(
+        config, lambda message, _: message["type"] == "STATE" and predicate(message["value"]), env=today_env(sb)
+    )
+    return [m for m in killed.messages if m["type"] == "RECORD"], killed.final_state
 
 
 def feed_flight(state: dict, feed_id: str) -> dict:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,44 @@ def run_tap(
         )
     messages = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
+
+
+def run_until(
+    config: dict,
+    stop: Callable[[dict, list[dict]], bool],
+    *,
+    state: dict | None = None,
+    env: dict | None = None,
+) -> TapRun:
+    """Start the tap, read its messages until `stop(message, messages so far)` holds, then SIGKILL it.
+
+    The TapRun holds what was read up to and including that message (what a target would have received),
+    the raw stdout of those lines and everything the tap wrote to stderr."""
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [TAP_EXE, "--config", _write(tmp, "config.json", config)]
+        if state is not None:
+            argv += ["--state", _write(tmp, "state.json", state)]
+        stderr_path = Path(tmp, "stderr.txt")
+        with open(stderr_path, "w") as stderr:
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **(env or {})}
+            )
+        lines: list[str] = []
+        messages: list[dict] = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                messages.append(json.loads(line))
+                if stop(messages[-1], messages):
+                    break
+            else:
+                raise AssertionError("the tap ended before the kill point")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            proc.stdout.close()  # type: ignore[union-attr]
+        return TapRun(proc.returncode, "".join(lines), stderr_path.read_text(), messages)
 
 
 def _write(folder: str, name: str, payload: dict) -> str:

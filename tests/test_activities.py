@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
-import subprocess
-import tempfile
 from pathlib import Path
 
 from tests.backstory_support import (
@@ -21,7 +17,7 @@ from tests.backstory_support import (
     tap_config,
     windows,
 )
-from tests.tap_runner import TAP_EXE, run_tap
+from tests.tap_runner import run_tap, run_until
 
 
 def uids_of(result) -> list[str]:
@@ -153,31 +149,12 @@ def _final_windows(job_windows: list[dict]) -> list[dict]:
 
 def _run_until_first_bookmark(config: dict) -> tuple[dict, list[str]]:
     """Run the tap, SIGKILL it as soon as it emits a STATE with a bookmark; (that state, uids read so far)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp, "config.json")
-        config_path.write_text(json.dumps(config))
-        env = {**os.environ, "TAP_BACKSTORY_TODAY": TODAY.isoformat()}
-        proc = subprocess.Popen(
-            [TAP_EXE, "--config", str(config_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        uids, state = [], None
-        try:
-            for line in proc.stdout:
-                message = json.loads(line)
-                if message["type"] == "RECORD":
-                    uids.append(message["record"]["uid"])
-                elif message["type"] == "STATE" and stream_state(message["value"], "activities").get("bookmark"):
-                    state = message["value"]
-                    break
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-    assert state is not None, "the tap ended without a bookmark"
-    return state, uids
+
+    def first_bookmark(message: dict, _: list[dict]) -> bool:
+        return message["type"] == "STATE" and bool(stream_state(message["value"], "activities").get("bookmark"))
+
+    killed = run_until(config, first_bookmark, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()})
+    return killed.final_state, [record["uid"] for record in killed.records("activities")]
 
 
 def test_a_pending_job_past_the_retention_is_not_reused():

@@ -13,9 +13,7 @@ import datetime as dt
 import json
 import os
 import re
-import signal
 import subprocess
-import tempfile
 import typing as t
 from collections import Counter
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 
 from tap_backstory_sandbox import DEMO_CREDENTIALS, FEED_A_ID, FEED_B_ID, Sandbox, SandboxSettings
 from tap_backstory_sandbox import data as sandbox_data
+from tests import tap_runner
 from tests.tap_runner import TAP_EXE, TapRun, run_tap
 
 TODAY = dt.date(2026, 3, 1)
@@ -91,32 +90,12 @@ def run_until(
     """Start the tap and SIGKILL it once `stop(message, messages so far)` holds.
 
     Returns every message read before the kill and the last STATE among them (what a target committed)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        argv = [TAP_EXE, "--config", _write(tmp, "config.json", config)]
-        if state is not None:
-            argv += ["--state", _write(tmp, "state.json", state)]
-        stderr_path = Path(tmp, "stderr.txt")
-        env = {**os.environ, "TAP_BACKSTORY_TODAY": sb.settings.current_day().isoformat()}
-        with open(stderr_path, "w") as stderr:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
-        messages: list[dict] = []
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                SEEN_TEXT.append(line)
-                messages.append(json.loads(line))
-                if stop(messages[-1], messages):
-                    break
-            else:
-                raise AssertionError("the tap ended before the kill point")
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            proc.stdout.close()  # type: ignore[union-attr]
-            SEEN_TEXT.append(stderr_path.read_text())
-    states = [m["value"] for m in messages if m["type"] == "STATE"]
-    assert states, "no STATE before the kill"
-    return messages, states[-1]
+    killed = tap_runner.run_until(
+        config, stop, state=state, env={"TAP_BACKSTORY_TODAY": sb.settings.current_day().isoformat()}
+    )
+    SEEN_TEXT.extend([killed.stdout, killed.stderr])
+    assert killed.states, "no STATE before the kill"
+    return killed.messages, killed.final_state
 
 
 def _write(folder: str, name: str, payload: t.Any) -> str:
