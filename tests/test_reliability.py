@@ -268,23 +268,27 @@ def assert_resumed_exactly(before: list[dict], resumed: TapRun, clean: dict[str,
         assert {**old, **new} == clean[stream], stream
 
 
-def test_killed_while_a_job_is_queued_resumes_with_that_job(clean):
-    # Jobs stay Queued 1 s and Running 5 s, so the saved job is surely unfinished when the tap is killed.
+def test_killed_while_jobs_are_queued_resumes_with_those_jobs(clean):
+    # Jobs stay Queued 1 s and Running 5 s, so the saved jobs are surely unfinished when the tap is killed.
+    # The tap creates the first two windows' jobs at once (max_concurrent_jobs=2) and the third only when the
+    # first completes, so killing once both are in state leaves no job the state does not know of. (Killing
+    # after the first alone would race the second's creation: a job the server made but the state never saw.)
     with sandbox(job_queue_seconds=1.0, job_run_seconds=5.0) as sb:
-        config = tap_config(sb)
+        config = tap_config(sb, max_concurrent_jobs=2)
 
-        def job_saved(message: dict, _: list[dict]) -> bool:
+        def jobs_saved(message: dict, _: list[dict]) -> bool:
             value = message.get("value", {}) if message["type"] == "STATE" else {}
-            return bool(value.get("bookmarks", {}).get("activities", {}).get("pending_jobs"))
+            return len(value.get("bookmarks", {}).get("activities", {}).get("pending_jobs", [])) == 2
 
-        before, state = run_until(sb, config, job_saved)
+        before, state = run_until(sb, config, jobs_saved)
         saved = state["bookmarks"]["activities"]["pending_jobs"]
-        assert len(saved) == 1 and sb.backstory.jobs[saved[0]["job_id"]].state in ("Queued", "Running")
+        assert all(sb.backstory.jobs[job["job_id"]].state in ("Queued", "Running") for job in saved)
         assert not records_of(before, "activities")
         sb.configure(job_queue_seconds=0.1, job_run_seconds=0.2)
         resumed = run(sb, config, state=state)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert f"resuming export job {saved[0]['job_id']}" in resumed.stderr
+        for job in saved:
+            assert f"resuming export job {job['job_id']}" in resumed.stderr
         windows = job_windows(sb)
         assert len(windows) == len(set(windows)) == 6  # no window got a second job
         assert_resumed_exactly(before, resumed, clean)
