@@ -11,11 +11,9 @@ window k, the jobs of the next windows may already be queued or running (pipelin
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
 import math
-import os
 import re
 import tempfile
 import threading
@@ -341,21 +339,19 @@ class ExportJobs:
                 fragment = pending.popleft()
                 futures.append(pool.submit(self._download, job_id, fragment, read_timeout, stop))
 
-        def parse_file(path: str, fragment: int | None) -> t.Iterator[dict]:
+        def parse_file(body: t.BinaryIO, fragment: int | None) -> t.Iterator[dict]:
             source = f"export job {job_id}" + ("" if fragment is None else f" fragment {fragment}")
-            try:
-                with open(path, "rb") as body:
-                    yield from self.parse(body, source)
-            finally:
-                os.unlink(path)
+            with body:
+                body.seek(0)
+                yield from self.parse(body, source)
 
         try:
             submit_ahead()
             while futures:
-                path, fragment, nbytes = futures.popleft().result()
+                body, fragment, nbytes = futures.popleft().result()
                 submit_ahead()
                 total_bytes += nbytes
-                for record in parse_file(path, fragment):
+                for record in parse_file(body, fragment):
                     rows += 1
                     yield record
             # The activities doc calls `fragment` a "Count of fragments ... (0-based)", which a server may mean
@@ -364,13 +360,13 @@ class ExportJobs:
             extra = len(fragments) if count else None
             while extra is not None and total_bytes < size:
                 try:
-                    path, fragment, nbytes = self._download(job_id, extra, read_timeout, stop)
+                    body, fragment, nbytes = self._download(job_id, extra, read_timeout, stop)
                 except ApiError as exc:
                     if exc.status not in NO_SUCH_FRAGMENT:
                         raise
                     break
                 if not nbytes:
-                    os.unlink(path)
+                    body.close()
                     break
                 self.log.warning(
                     "Export job %s: %d bytes of %d after fragments 0..%d; fragment %d exists too, reading it",
@@ -381,7 +377,7 @@ class ExportJobs:
                     extra,
                 )
                 total_bytes += nbytes
-                for record in parse_file(path, fragment):
+                for record in parse_file(body, fragment):
                     rows += 1
                     yield record
                 extra += 1
@@ -390,7 +386,7 @@ class ExportJobs:
             pool.shutdown(wait=True, cancel_futures=True)
             for future in futures:  # downloaded but never parsed (the reader stopped early)
                 if future.done() and not future.cancelled() and future.exception() is None:
-                    _unlink_quietly(future.result()[0])
+                    future.result()[0].close()
         elapsed = time.monotonic() - started
         self.log.info(
             "Window %s: %d rows, %d bytes from job %s in %.1fs (%.0f rows/s)",
@@ -404,35 +400,36 @@ class ExportJobs:
 
     def _download(
         self, job_id: str, fragment: int | None, read_timeout: float, stop: threading.Event
-    ) -> tuple[str, int | None, int]:
-        """One fragment into a temp file; a dropped body is fetched again from byte 0 (no duplicates)."""
+    ) -> tuple[t.BinaryIO, int | None, int]:
+        """One fragment into an open temp file; a dropped body is fetched again from byte 0 (no duplicates).
+
+        The file has no name on disk (removed as soon as it is created), so not even a killed run leaves it behind."""
         params = None if fragment is None else {"fragment": fragment}
         what = f"export job {job_id} " + ("data" if fragment is None else f"fragment {fragment}")
-        handle, path = tempfile.mkstemp(prefix="tap-backstory-", suffix=".part")
+        out = tempfile.TemporaryFile(prefix="tap-backstory-")  # noqa: SIM115 - the reader closes it
         try:
-            with os.fdopen(handle, "wb") as out:
-                for attempt in range(FRAGMENT_TRIES):
-                    out.seek(0)
-                    out.truncate()
-                    try:
-                        written = self._fetch_into(out, f"{self.path}/{job_id}/data", params, read_timeout, stop)
-                    except (_Retry, *DROPPED_BODY_ERRORS) as exc:
-                        if attempt + 1 == FRAGMENT_TRIES:
-                            raise TapBackstoryError(
-                                f"{what} kept failing to download ({_one_line(exc)}) after {FRAGMENT_TRIES} tries"
-                            ) from None
-                        delay = backoff_delay(attempt)
-                        self.log.warning(
-                            "%s: download interrupted (%s); fetching it again from the start in %.1fs",
-                            what,
-                            _one_line(exc),
-                            delay,
-                        )
-                        time.sleep(delay)
-                        continue
-                    return path, fragment, written
+            for attempt in range(FRAGMENT_TRIES):
+                out.seek(0)
+                out.truncate()
+                try:
+                    written = self._fetch_into(out, f"{self.path}/{job_id}/data", params, read_timeout, stop)
+                except (_Retry, *DROPPED_BODY_ERRORS) as exc:
+                    if attempt + 1 == FRAGMENT_TRIES:
+                        raise TapBackstoryError(
+                            f"{what} kept failing to download ({_one_line(exc)}) after {FRAGMENT_TRIES} tries"
+                        ) from None
+                    delay = backoff_delay(attempt)
+                    self.log.warning(
+                        "%s: download interrupted (%s); fetching it again from the start in %.1fs",
+                        what,
+                        _one_line(exc),
+                        delay,
+                    )
+                    time.sleep(delay)
+                    continue
+                return out, fragment, written
         except BaseException:
-            _unlink_quietly(path)
+            out.close()
             raise
         raise AssertionError("unreachable")
 
@@ -473,7 +470,3 @@ def _is_temporary(exc: ApiError) -> bool:
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import typing as t
 from collections import Counter
 from pathlib import Path
@@ -85,13 +86,18 @@ def run(
 
 
 def run_until(
-    sb: Sandbox, config: dict, stop: t.Callable[[dict, list[dict]], bool], *, state: dict | None = None
+    sb: Sandbox,
+    config: dict,
+    stop: t.Callable[[dict, list[dict]], bool],
+    *,
+    state: dict | None = None,
+    env: dict | None = None,
 ) -> tuple[list[dict], dict]:
     """Start the tap and SIGKILL it once `stop(message, messages so far)` holds.
 
     Returns every message read before the kill and the last STATE among them (what a target committed)."""
     killed = tap_runner.run_until(
-        config, stop, state=state, env={"TAP_BACKSTORY_TODAY": sb.settings.current_day().isoformat()}
+        config, stop, state=state, env={"TAP_BACKSTORY_TODAY": sb.settings.current_day().isoformat(), **(env or {})}
     )
     SEEN_TEXT.extend([killed.stdout, killed.stderr])
     assert killed.states, "no STATE before the kill"
@@ -302,7 +308,9 @@ def test_killed_mid_download_resumes_with_the_same_job_and_no_loss(clean):
         def first_record(message: dict, _: list[dict]) -> bool:
             return message["type"] == "RECORD" and message["stream"] == "activities"
 
-        before, state = run_until(sb, config, first_record)
+        with tempfile.TemporaryDirectory() as tmp:
+            before, state = run_until(sb, config, first_record, env={"TMPDIR": tmp})
+            assert not os.listdir(tmp)  # the fragment files die with the process: nothing left on disk
         pending = state["bookmarks"]["activities"]["pending_jobs"]
         assert "bookmark" not in state["bookmarks"]["activities"] and pending
         window_1 = sandbox_data.expected_activity_uids(
