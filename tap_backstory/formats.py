@@ -28,6 +28,20 @@ class DataError(TapBackstoryError):
     """The server sent data the tap cannot read correctly."""
 
 
+LIST_KEYS = ("rows", "items", "data", "results", "feeds")
+
+
+def unwrap_list(body: t.Any, where: str, keys: t.Sequence[str] = LIST_KEYS) -> list:
+    """A list the API sent bare or wrapped under one of the usual plural keys."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for key in keys:
+            if isinstance(body.get(key), list):
+                return body[key]
+    raise DataError(f"{where}: expected a list (or an object with one of {list(keys)})")
+
+
 def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
     """Records of a JSON Lines body, or of a body holding one JSON array (or an object wrapping one)."""
     first = _peek_first_byte(stream)

@@ -11,6 +11,7 @@ window k, the jobs of the next windows may already be queued or running (pipelin
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import logging
 import math
@@ -33,6 +34,7 @@ from tap_backstory.client import (
     TapBackstoryError,
     backoff_delay,
 )
+from tap_backstory.formats import unwrap_list
 from tap_backstory.windows import RETENTION, Clock, PendingJob, Window
 
 WAITING_STATES = frozenset({"Queued", "Running"})
@@ -50,6 +52,9 @@ SECONDS_PER_TIMEOUT_STEP = 60
 MAX_POLL_INTERVAL = 60.0
 NO_SUCH_FRAGMENT = frozenset({400, 404, 416, 422})
 POLL_AGE_FRACTION = 0.25
+ORPHAN_CLOCK_SKEW = dt.timedelta(minutes=5)
+"""A job in Backstory's list counts as the one an interrupted run requested if created at most this long
+before the request time in state (the two clocks differ; `job_created_time` has whole seconds)."""
 
 # A body cut off mid-way surfaces as one of these (requests wraps most; raw urllib3/http.client leak through).
 DROPPED_BODY_ERRORS = (
@@ -90,6 +95,7 @@ class _Slot:
     create_wait: float = 0.0
     interval: float = 0.0
     resume_checked: bool = False
+    requested: bool = False  # the request of this window's next job is announced in state
     error: Exception | None = None  # a refusal to create this window's job, raised when its turn comes
 
     @property
@@ -121,7 +127,8 @@ class ExportJobs:
         job_timeout: float,
         clock: Clock,
         log: logging.Logger,
-        on_created: t.Callable[[JobSpec, str, t.Any], None] = lambda spec, job_id, created_at: None,
+        on_requesting: t.Callable[[JobSpec, dt.datetime], None] = lambda spec, at: None,
+        on_created: t.Callable[[JobSpec, str, dt.datetime], None] = lambda spec, job_id, created_at: None,
     ) -> None:
         self.api = api
         self.path = f"/pull/v1/export/{kind}/jobs"
@@ -133,8 +140,10 @@ class ExportJobs:
         self.job_timeout = job_timeout
         self.clock = clock
         self.log = log
+        self.on_requesting = on_requesting
         self.on_created = on_created
         self._todo: deque[JobSpec] = deque()
+        self._listed: list[dict] | None = None  # Backstory's job list, read once, only to find orphans
 
     # --- the pipeline ----------------------------------------------------------------------------------
     def run(self, specs: t.Iterable[JobSpec]) -> t.Iterator[tuple[JobSpec, str, t.Iterator[dict]]]:
@@ -236,6 +245,11 @@ class ExportJobs:
         now = time.monotonic()
         if slot.first_try is None:
             slot.first_try = now
+        if not slot.requested:
+            # Announced before the request: a run killed before the answer arrives leaves a job Backstory made
+            # but the state never named; the announcement lets the next run find it instead of making another.
+            self.on_requesting(slot.spec, self.clock.now())
+            slot.requested = True
         try:
             response = self.api.request("POST", self.path, json=slot.spec.body, retry=False)
         except ApiError as exc:
@@ -256,6 +270,7 @@ class ExportJobs:
         slot.job_id, slot.info = str(info["job_id"]), info
         slot.state = job_state(info) or "Queued"
         slot.jobs_created += 1
+        slot.requested = False
         slot.started = time.monotonic()
         slot.interval, slot.create_wait, slot.first_try = self.poll_interval, 0.0, None
         self.log.info("Window %s: created export job %s (%s)", slot.spec, slot.job_id, slot.state)
@@ -271,11 +286,13 @@ class ExportJobs:
             self.log.info(
                 "Window %s: job %s in state is %s old, past the %d-day retention; creating a new job",
                 slot.spec,
-                pending.job_id,
+                pending.job_id or "requested",
                 age,
                 RETENTION.days,
             )
             return False
+        if pending.job_id is None:
+            return self._adopt_orphan(slot, pending.created_at)
         try:
             info = self.api.request("GET", f"{self.path}/{pending.job_id}").json()
         except ApiError as exc:
@@ -294,6 +311,50 @@ class ExportJobs:
         slot.started = time.monotonic()
         self.log.info("Window %s: resuming export job %s from state (%s)", slot.spec, pending.job_id, state)
         return True
+
+    def _adopt_orphan(self, slot: _Slot, requested_at: dt.datetime) -> bool:
+        """An earlier run was killed while requesting this window's job: find the job Backstory may have made.
+
+        A listed job qualifies when it echoes every field of our request with the same value, was created no
+        earlier than that request (less the clock skew) and did not fail. Contacts jobs do not echo their
+        dates or filters, so for them this finds nothing and a new job is made: never the wrong data."""
+        for info in self._job_list():
+            created = _parse_timestamp(info.get("job_created_time"))
+            if (
+                created is not None
+                and created >= requested_at - ORPHAN_CLOCK_SKEW
+                and all(_same(info.get(key), value) for key, value in slot.spec.body.items())
+                and job_state(info) not in FAILED_STATES
+            ):
+                slot.job_id, slot.info, slot.state = str(info["job_id"]), info, job_state(info)
+                slot.started = time.monotonic()
+                self.log.info(
+                    "Window %s: adopting export job %s (%s) from Backstory's job list: an interrupted run "
+                    "requested it at %s",
+                    slot.spec,
+                    slot.job_id,
+                    slot.state,
+                    requested_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                )
+                self.on_created(slot.spec, slot.job_id, created)
+                return True
+        self.log.info(
+            "Window %s: an interrupted run was requesting its job; none in Backstory's job list; creating one",
+            slot.spec,
+        )
+        return False
+
+    def _job_list(self) -> list[dict]:
+        """The jobs of the last 10 days (`GET .../jobs`), read at most once a run; empty if unavailable."""
+        if self._listed is None:
+            try:
+                body = self.api.request("GET", self.path).json()
+                listed = unwrap_list(body, f"Backstory GET {self.path}", ("jobs", "data", "items", "results"))
+            except (TapBackstoryError, ValueError) as exc:  # an API error or an unreadable list
+                self.log.warning("Could not list Backstory's export jobs (%s)", _one_line(exc))
+                listed = []
+            self._listed = [job for job in listed if isinstance(job, dict) and job.get("job_id") is not None]
+        return self._listed
 
     def _poll(self, slot: _Slot) -> None:
         info = self.api.request("GET", f"{self.path}/{slot.job_id}").json()
@@ -465,6 +526,22 @@ JOB_LIMIT_MESSAGE = re.compile(r"too ?many|(concurrent|queued) (export )?jobs|qu
 def _is_temporary(exc: ApiError) -> bool:
     """A job-creation refusal to wait out: 429, 5xx, a dropped connection, or a job-limit message."""
     return exc.status is None or exc.status in RETRIABLE_STATUSES or bool(JOB_LIMIT_MESSAGE.search(str(exc)))
+
+
+def _same(sent: t.Any, wanted: t.Any) -> bool:
+    """A request field as the job echoes it: strings compared without case ("Delta" was seen to work)."""
+    if isinstance(sent, str) and isinstance(wanted, str):
+        return sent.lower() == wanted.lower()
+    return sent == wanted and type(sent) is type(wanted)
+
+
+def _parse_timestamp(value: t.Any) -> dt.datetime | None:
+    """`yyyy-MM-ddTHH:mm:ssZ` (as documented), or None."""
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _one_line(exc: BaseException) -> str:

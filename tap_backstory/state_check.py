@@ -71,15 +71,18 @@ def _check_export(stream_state: dict, where: str) -> None:
             _day(entry, key, at, required=True)
         if entry.get("export_type") not in ("snapshot", "delta"):
             _fail(f"{at}.export_type must be 'snapshot' or 'delta', got {_short(entry.get('export_type'))}")
-        if not isinstance(entry.get("job_id"), str | int) or isinstance(entry.get("job_id"), bool):
+        # A job being requested when the run stopped has no id yet, and the time of its request instead.
+        requested = "job_id" in entry and entry["job_id"] is None
+        if not requested and (not isinstance(entry.get("job_id"), str | int) or isinstance(entry.get("job_id"), bool)):
             _fail(f"{at}.job_id must be a string, got {_short(entry.get('job_id'))}")
-        created = entry.get("created_at")
+        key = "requested_at" if requested else "created_at"
+        moment = entry.get(key)
         try:
-            aware = dt.datetime.fromisoformat(created.replace("Z", "+00:00")).tzinfo is not None
+            aware = dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).tzinfo is not None
         except (AttributeError, ValueError):
             aware = False
         if not aware:
-            _fail(f"{at}.created_at must be a UTC timestamp like 2026-03-01T08:00:00Z, got {_short(created)}")
+            _fail(f"{at}.{key} must be a UTC timestamp like 2026-03-01T08:00:00Z, got {_short(moment)}")
 
 
 def _check_intent(stream_state: dict, where: str) -> None:

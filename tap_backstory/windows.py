@@ -91,11 +91,14 @@ RETENTION = dt.timedelta(days=10)
 
 @dataclass(frozen=True)
 class PendingJob:
-    """A job created for a window that has not been emitted yet (kept in state to resume without a new job)."""
+    """A job created for a window that has not been emitted yet (kept in state to resume without a new job).
+
+    `job_id` None: the job was being requested at `created_at` when the run stopped, before Backstory's answer
+    arrived. Backstory may have made it all the same; a resumed run looks for it in the job list."""
 
     window: Window
     export_type: str
-    job_id: str
+    job_id: str | None
     created_at: dt.datetime
 
     def age(self, now: dt.datetime) -> dt.timedelta:
@@ -107,7 +110,7 @@ class ExportState:
 
     `bookmark`       last UTC day fully extracted after it had ended (absent before the first window).
     `snapshot_done`  the first (snapshot) backfill reached the end; later `activities` runs use delta.
-    `pending_jobs`   jobs created for windows not yet emitted: reused by a resumed run.
+    `pending_jobs`   jobs created (or being requested) for windows not yet emitted: reused by a resumed run.
 
     The dict is the SDK's stream state, mutated in place, so a STATE message emits it as is.
     """
@@ -146,8 +149,10 @@ class ExportState:
                 window.end.isoformat(),
                 export_type,
             ):
-                created = dt.datetime.fromisoformat(entry["created_at"].replace("Z", "+00:00"))
-                return PendingJob(window, export_type, str(entry["job_id"]), created)
+                job_id = entry.get("job_id")
+                at = entry.get("created_at") or entry["requested_at"]
+                created = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+                return PendingJob(window, export_type, None if job_id is None else str(job_id), created)
         return None
 
     def keep_pending(self, windows: list[Window], export_type: str) -> None:
@@ -159,15 +164,22 @@ class ExportState:
             if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) in wanted
         ]
 
+    def job_requested(self, window: Window, export_type: str, requested_at: dt.datetime) -> None:
+        """Written before the job is requested: if the run dies before the answer, the next one knows to look
+        for the job Backstory may have made."""
+        self._set_pending(window, export_type, job_id=None, requested_at=_timestamp(requested_at))
+
     def job_created(self, window: Window, export_type: str, job_id: str, created_at: dt.datetime) -> None:
+        self._set_pending(window, export_type, job_id=str(job_id), created_at=_timestamp(created_at))
+
+    def _set_pending(self, window: Window, export_type: str, **entry: str | None) -> None:
         self._drop_pending(window, export_type)
         self.state.setdefault("pending_jobs", []).append(
             {
                 "window_start": window.start.isoformat(),
                 "window_end": window.end.isoformat(),
                 "export_type": export_type,
-                "job_id": str(job_id),
-                "created_at": created_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                **entry,
             }
         )
 
@@ -191,3 +203,7 @@ class ExportState:
             for entry in self.state.get("pending_jobs", [])
             if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) != key
         ]
+
+
+def _timestamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -219,6 +219,8 @@ class Backstory:
                  end_date=params["end_date"].isoformat(), export_type=params.get("export_type"),
                  fate=job.fate, request=body)
         threading.Thread(target=self._prepare, args=(job,), daemon=True).start()
+        if st.settings.job_create_answer_seconds > 0:
+            time.sleep(st.settings.job_create_answer_seconds)
         return Response.json(200, self.job_json(job))
 
     def job_json(self, job: Job) -> dict[str, Any]:

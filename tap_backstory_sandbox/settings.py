@@ -101,6 +101,9 @@ class SandboxSettings:
     """The next N job-creation requests get 429 although slots are free."""
     slow_seconds: float = 0.0
     """Delay before answering every non-admin request."""
+    job_create_answer_seconds: float = 0.0
+    """Delay the answer to a job creation after the job exists: a client that dies meanwhile leaves a job
+    it never learned the id of."""
     bandwidth_bytes_per_sec: int = 0
     """Per-connection cap on Backstory data downloads (0 = unlimited)."""
     page_errors: int = 0

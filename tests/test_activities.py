@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.backstory_support import (
     TODAY,
     D,
@@ -81,7 +83,9 @@ def test_failed_and_canceled_jobs_are_retried_with_integer_ids_and_fragment_key(
         uids = uids_of(result)
         assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, job_windows)
         pending = [entry for s in result.states for entry in stream_state(s, "activities").get("pending_jobs", [])]
-        assert pending and all(isinstance(entry["job_id"], str) for entry in pending)
+        created = [entry for entry in pending if entry["job_id"] is not None]  # None: being requested
+        assert created and all(isinstance(entry["job_id"], str) for entry in created)  # integer ids kept as strings
+        assert all(entry["requested_at"] for entry in pending if entry["job_id"] is None)
         assert "ended Failed" in result.stderr and "ended Canceled" in result.stderr
 
 
@@ -247,3 +251,40 @@ def test_fragments_adding_up_to_results_size_need_no_extra_request():
         stats = sb.stats()
         assert stats["fragment_requests"] == 4 * len(windows(sb))
         assert stats["requests_by_status"].get("400", 0) == 0
+
+
+def _requested(window: dict, at: dt.datetime) -> dict:
+    """A pending entry as a run killed while requesting this window's job leaves it (no job id yet)."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry = {"window_start": window["start_date"], "window_end": window["end_date"], "export_type": "snapshot"}
+    return {"bookmarks": {"activities": {"pending_jobs": [{**entry, "job_id": None, "requested_at": stamp}]}}}
+
+
+def test_a_job_requested_by_a_killed_run_is_found_in_the_job_list_and_adopted():
+    with sandbox() as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15)
+        run(sb, config)  # stands in for the killed run: Backstory made these jobs
+        old, young = windows(sb)
+        now = dt.datetime.combine(TODAY, dt.datetime.now(dt.UTC).time(), tzinfo=dt.UTC)
+        sb.reset_stats()
+        result = run(sb, config, state=_requested(old, now - dt.timedelta(minutes=1)))
+        assert f"adopting export job {old['job_id']}" in result.stderr
+        assert [(w["start_date"], w["end_date"]) for w in windows(sb)] == [(young["start_date"], young["end_date"])]
+        uids = uids_of(result)
+        assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, [old, young])
+
+
+@pytest.mark.parametrize("mismatch", ["created_before_the_request", "another_activity_type"])
+def test_a_listed_job_is_adopted_only_if_it_matches_the_request_and_followed_it(mismatch: str):
+    with sandbox() as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15)
+        earlier = {**config, "activity_type": "email"} if mismatch == "another_activity_type" else config
+        run(sb, earlier)
+        old, _ = windows(sb)
+        now = dt.datetime.combine(TODAY, dt.datetime.now(dt.UTC).time(), tzinfo=dt.UTC)
+        asked = now + dt.timedelta(hours=1) if mismatch == "created_before_the_request" else now
+        sb.reset_stats()
+        result = run(sb, config, state=_requested(old, asked))
+        assert "none in Backstory's job list" in result.stderr and "adopting" not in result.stderr
+        assert len(windows(sb)) == 2  # both windows got new jobs
+        assert set(uids_of(result)) == expected_uids(sb, windows(sb))

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 import typing as t
 from collections import Counter
 from pathlib import Path
@@ -277,14 +278,14 @@ def assert_resumed_exactly(before: list[dict], resumed: TapRun, clean: dict[str,
 def test_killed_while_jobs_are_queued_resumes_with_those_jobs(clean):
     # Jobs stay Queued 1 s and Running 5 s, so the saved jobs are surely unfinished when the tap is killed.
     # The tap creates the first two windows' jobs at once (max_concurrent_jobs=2) and the third only when the
-    # first completes, so killing once both are in state leaves no job the state does not know of. (Killing
-    # after the first alone would race the second's creation: a job the server made but the state never saw.)
+    # first completes, so killing once both ids are in state leaves no job the state does not know of.
     with sandbox(job_queue_seconds=1.0, job_run_seconds=5.0) as sb:
         config = tap_config(sb, max_concurrent_jobs=2)
 
         def jobs_saved(message: dict, _: list[dict]) -> bool:
             value = message.get("value", {}) if message["type"] == "STATE" else {}
-            return len(value.get("bookmarks", {}).get("activities", {}).get("pending_jobs", [])) == 2
+            pending = value.get("bookmarks", {}).get("activities", {}).get("pending_jobs", [])
+            return sum(entry["job_id"] is not None for entry in pending) == 2
 
         before, state = run_until(sb, config, jobs_saved)
         saved = state["bookmarks"]["activities"]["pending_jobs"]
@@ -295,6 +296,36 @@ def test_killed_while_jobs_are_queued_resumes_with_those_jobs(clean):
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         for job in saved:
             assert f"resuming export job {job['job_id']}" in resumed.stderr
+        windows = job_windows(sb)
+        assert len(windows) == len(set(windows)) == 6  # no window got a second job
+        assert_resumed_exactly(before, resumed, clean)
+
+
+def test_killed_before_the_job_id_arrives_resumes_with_the_job_backstory_made(clean):
+    # Backstory makes the job at once but answers 3 s later: the tap is killed in between, so the job exists
+    # and no state names it. The state says a job was being requested; the resumed run finds it in the list.
+    with sandbox(job_create_answer_seconds=3.0) as sb:
+        config = tap_config(sb)
+
+        def requested_and_made(message: dict, _: list[dict]) -> bool:
+            value = message.get("value", {}) if message["type"] == "STATE" else {}
+            pending = value.get("bookmarks", {}).get("activities", {}).get("pending_jobs", [])
+            if not any(entry["job_id"] is None for entry in pending):
+                return False
+            deadline = time.monotonic() + 2.5
+            while not sb.backstory.jobs and time.monotonic() < deadline:  # the request reached Backstory
+                time.sleep(0.02)
+            return True
+
+        before, state = run_until(sb, config, requested_and_made)
+        [entry] = state["bookmarks"]["activities"]["pending_jobs"]
+        [orphan] = job_windows(sb)  # made by Backstory, unknown to the state
+        assert entry["job_id"] is None and (entry["window_start"], entry["window_end"]) == orphan[1:]
+        orphan_id = next(iter(sb.backstory.jobs.values())).job_id
+        sb.configure(job_create_answer_seconds=0)
+        resumed = run(sb, config, state=state)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"adopting export job {orphan_id}" in resumed.stderr
         windows = job_windows(sb)
         assert len(windows) == len(set(windows)) == 6  # no window got a second job
         assert_resumed_exactly(before, resumed, clean)
@@ -442,6 +473,24 @@ BAD_STATES = {
             }
         },
         "bookmarks.enriched_contacts.pending_jobs[0].created_at",
+    ),
+    "requested_job_without_its_time": (
+        {
+            "bookmarks": {
+                "activities": {
+                    "pending_jobs": [
+                        {
+                            "window_start": "2026-02-01",
+                            "window_end": "2026-02-10",
+                            "export_type": "snapshot",
+                            "job_id": None,
+                            "created_at": "2026-02-01T08:00:00Z",
+                        }
+                    ]
+                }
+            }
+        },
+        "bookmarks.activities.pending_jobs[0].requested_at must be a UTC timestamp",
     ),
     "next_page_zero": (
         {

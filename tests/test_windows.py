@@ -104,3 +104,24 @@ def test_pending_jobs_are_recorded_found_and_dropped_per_window():
     assert [entry["job_id"] for entry in state["pending_jobs"]] == ["abc"]
     export.window_done(second, "delta", TODAY, last=True)
     assert state["pending_jobs"] == []
+
+
+def test_a_job_being_requested_is_announced_then_replaced_by_its_id():
+    state: dict = {}
+    export = ExportState(state)
+    window = Window(D("2026-01-01"), D("2026-01-14"))
+    asked = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.UTC)
+    export.job_requested(window, "snapshot", asked)
+    assert state["pending_jobs"] == [
+        {
+            "window_start": "2026-01-01",
+            "window_end": "2026-01-14",
+            "export_type": "snapshot",
+            "job_id": None,
+            "requested_at": "2026-02-01T08:30:00Z",
+        }
+    ]
+    pending = export.pending_job(window, "snapshot")
+    assert pending is not None and (pending.job_id, pending.created_at) == (None, asked)
+    export.job_created(window, "snapshot", "777", asked + dt.timedelta(seconds=1))
+    assert [(entry["job_id"], "requested_at" in entry) for entry in state["pending_jobs"]] == [("777", False)]

@@ -6,6 +6,7 @@ and key, the request body, how a file is parsed, and whether it has a `delta` ex
 
 from __future__ import annotations
 
+import datetime as dt
 import typing as t
 
 from tap_backstory.formats import DataError, read_csv_records, read_json_records
@@ -60,7 +61,12 @@ class BackstoryExportStream(TapStream):
             "%s: %d %s window(s) from %s to %s", self.name, len(windows), export_type, windows[0].start, end
         )
 
-        def on_created(spec: JobSpec, job_id: str, created_at: t.Any) -> None:
+        def on_requesting(spec: JobSpec, at: dt.datetime) -> None:
+            # Announced before the request: a run killed before the answer looks for the job in Backstory's list.
+            state.job_requested(spec.window, spec.export_type, at)
+            self.checkpoint()
+
+        def on_created(spec: JobSpec, job_id: str, created_at: dt.datetime) -> None:
             # Kept in state at once: a run killed from here on resumes with this job, not a new one.
             state.job_created(spec.window, spec.export_type, job_id, created_at)
             self.checkpoint()
@@ -76,6 +82,7 @@ class BackstoryExportStream(TapStream):
             job_timeout=float(config["job_timeout_seconds"]),
             clock=clock,
             log=self.logger,
+            on_requesting=on_requesting,
             on_created=on_created,
         )
         specs = [

@@ -19,7 +19,7 @@ import time
 import typing as t
 
 from tap_backstory.client import ApiError, TapBackstoryError
-from tap_backstory.formats import DataError
+from tap_backstory.formats import DataError, unwrap_list
 from tap_backstory.streams.base import TapStream
 from tap_backstory.tap import ENRICHMENT_SECTIONS
 
@@ -32,18 +32,6 @@ BUILDING_STATUSES = frozenset({"building", "pending", "queued", "processing", "r
 """ExportSummary `status` values of an export that is not readable yet (a newer API variant builds exports
 asynchronously; the documented one has no `status` and is readable at once)."""
 CONTACT_ID = re.compile(r"^id_[0-9a-f]{16}$|^cb_[0-9A-Za-z]+$")  # documented form, legacy `cb_` accepted
-LIST_KEYS = ("rows", "items", "data", "results", "feeds")
-
-
-def unwrap_list(body: t.Any, where: str, keys: t.Sequence[str] = LIST_KEYS) -> list:
-    """A list the API sent bare or wrapped under one of the usual plural keys."""
-    if isinstance(body, list):
-        return body
-    if isinstance(body, dict):
-        for key in keys:
-            if isinstance(body.get(key), list):
-                return body[key]
-    raise DataError(f"ContactBased {where}: expected a list (or an object with one of {list(keys)})")
 
 
 class Progress(t.NamedTuple):
@@ -103,7 +91,8 @@ class IntentFeedExportsStream(TapStream):
     # --- feeds, windows, quota --------------------------------------------------------------------------
     def _feeds(self) -> list[dict]:
         """The configured feeds (default: all), with their options, cap and quota; checked before any search."""
-        listed = unwrap_list(self.api.request("GET", "/organization/feeds").json(), "GET /organization/feeds")
+        body = self.api.request("GET", "/organization/feeds").json()
+        listed = unwrap_list(body, "ContactBased GET /organization/feeds")
         by_id = {str(feed.get("feed_id") or feed.get("id")): feed for feed in listed}
         wanted = self.config.get("intent_feed_ids") or list(by_id)
         unknown = [feed_id for feed_id in wanted if feed_id not in by_id]
@@ -280,7 +269,7 @@ class IntentFeedExportsStream(TapStream):
         for page in range(flight["next_page"], total_pages + 1):
             where = f"POST /intent/feeds/exports/page (export {export_id}, page {page})"
             body = self.api.request("POST", "/intent/feeds/exports/page", json={"export_id": export_id, "page": page})
-            rows = unwrap_list(body.json(), where)
+            rows = unwrap_list(body.json(), f"ContactBased {where}")
             for index, row in enumerate(rows):
                 record = self.shaper.shape(row)
                 record.update(
@@ -420,7 +409,7 @@ class EnrichedContactRecordsStream(TapStream):
                     self.ids_per_request,
                 )
                 continue
-            results = unwrap_list(response.json(), "POST /enrich/contacts/batch", ("results",))
+            results = unwrap_list(response.json(), "ContactBased POST /enrich/contacts/batch", ("results",))
             if len(results) != len(chunk):
                 raise DataError(
                     f"ContactBased POST /enrich/contacts/batch: {len(results)} results for {len(chunk)} contact_ids "
