@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import json
 import logging
+import re
 import typing as t
 
 import msgspec
@@ -76,11 +77,19 @@ def _peek_first_byte(stream: t.BinaryIO) -> bytes:
     return stripped[:1]
 
 
+_WRAPPED_ARRAY = re.compile(rb'\s*\{\s*"(?:data|items|results|records|rows|activities|contacts)"\s*:\s*\[')
+"""An object whose first key holds the records (`{"data": [...]}`), whatever its line breaks; no activity
+or contact record starts with such a key."""
+
+
 def _looks_like_single_document(stream: t.BinaryIO, first: bytes) -> bool:
-    """JSON Lines also starts with `{`; a single document is `[` or an object spanning several lines."""
+    """JSON Lines also starts with `{`; a single document is `[`, an object wrapping the records, or an
+    object spanning several lines."""
     if first == b"[":
         return True
     head = stream.peek(65536)  # type: ignore[attr-defined]
+    if _WRAPPED_ARRAY.match(head):
+        return True
     line_end = head.find(b"\n")
     if line_end == -1:
         return False  # one line: a one-record JSON Lines file reads the same either way

@@ -121,3 +121,24 @@ def test_truncated_json_line_is_a_one_line_error_naming_the_line():
         list(records)
     assert "job 7 fragment 1: line 3 is not valid JSON" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": [{"email": "a@x.example"}, {"email": "b@x.example"}]}',  # one line
+        b'{"data": [{"email": "a@x.example"},\n {"email": "b@x.example"}]}\n',  # two lines
+        b'[{"email": "a@x.example"}, {"email": "b@x.example"}]',
+        b'{"email": "a@x.example"}\n{"email": "b@x.example"}\n',  # JSON Lines
+    ],
+)
+def test_json_bodies_of_every_shape_give_the_same_records(body: bytes):
+    records = list(read_json_records(io.BufferedReader(io.BytesIO(body)), "job 7"))
+    assert records == [{"email": "a@x.example"}, {"email": "b@x.example"}]
+
+
+def test_a_one_record_json_lines_body_is_that_record():
+    body = b'{"email": "a@x.example", "data": [1, 2]}'
+    assert list(read_json_records(io.BufferedReader(io.BytesIO(body)), "job 7")) == [
+        {"email": "a@x.example", "data": [1, 2]}
+    ]
