@@ -124,8 +124,17 @@ class ContactBased:
                 "export_rows_remaining": None if limit is None else max(0, limit - used)}
 
     def list_feeds(self, req: Request) -> Response:
-        with self.state.lock:
-            return Response.json(200, {"feeds": [self.feed_config(FEED_A_ID), self.feed_config(FEED_B_ID)]})
+        st = self.state
+        with st.lock:
+            feeds = [self.feed_config(FEED_A_ID), self.feed_config(FEED_B_ID)]
+            elsewhere = st.settings.quota_spent_elsewhere
+            if elsewhere > 0:  # another client of the org, right after this answer: the numbers go stale
+                st.settings.quota_spent_elsewhere = 0
+                st.stats.faults_injected["quota_spent_elsewhere"] += 1
+                for feed in feeds:
+                    if feed["export_row_limit"] is not None:
+                        self.used[feed["feed_id"]] += elsewhere
+        return Response.json(200, {"feeds": feeds})
 
     def _window(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, date, date]:
         feed_id = _field(body, "feed_id", str)

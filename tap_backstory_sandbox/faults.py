@@ -13,6 +13,8 @@ Faults are plain settings (see ``settings.SandboxSettings``), changeable at run 
 ``drop_fragment``          the next N Backstory data responses announce the full Content-Length, send about
                            half of the bytes, then close the connection
 ``bandwidth_bytes_per_sec`` per-connection cap on Backstory data downloads
+``quota_spent_elsewhere``  rows of each capped feed's quota another client spends right after the next
+                           ``/organization/feeds`` answer (one-shot, then 0)
 ``page_errors``            the next N ``/intent/feeds/exports/page`` requests get 502
 ``enrich_errors``          the next N ``/enrich/contacts/batch`` requests get 502
 ``token_ttl_seconds``      lifetime of newly issued Backstory tokens (expiry → 401 "Token expired")

@@ -106,6 +106,9 @@ class SandboxSettings:
     it never learned the id of."""
     bandwidth_bytes_per_sec: int = 0
     """Per-connection cap on Backstory data downloads (0 = unlimited)."""
+    quota_spent_elsewhere: int = 0
+    """Rows of every capped feed's export quota that another client spends right after the next
+    ``GET /organization/feeds`` answer: the listed numbers are stale by the time the export is created."""
     page_errors: int = 0
     """The next N export page requests get 502."""
     enrich_errors: int = 0

@@ -153,6 +153,23 @@ def test_export_over_quota_fails_clearly_and_spends_nothing():
         assert sb.stats()["searches_created"] == 1 and sb.stats()["quota_spent"] == {FEED_A_ID: 50}
 
 
+def test_quota_spent_by_another_client_meanwhile_is_refused_by_the_server_with_the_numbers():
+    # The tap's own check passes on the listed numbers; another client spends the quota before the export is
+    # created, so the server's 403 is what stops it: one line, feed and numbers, nothing spent.
+    with sandbox(feed_a_row_limit=1000, quota_spent_elsewhere=990) as sb:
+        total = expected_rows(sb, FEED_A_ID, 3)
+        assert 10 < total <= 1000  # fits the listed quota, not what is left after the other client
+        result = run(sb, tap_config(sb, intent_feed_ids=[FEED_A_ID]))
+        assert result.returncode == 1
+        assert f"intent feed {FEED_A_ID}: the export of window" in result.error_line
+        assert f"({total} rows found, 1000 rows of quota remaining) was refused" in result.error_line
+        assert f"exceeds remaining quota 10 for feed {FEED_A_ID}" in result.error_line  # the server's reason
+        stats = sb.stats()
+        assert stats["faults_injected"] == {"quota_spent_elsewhere": 1}
+        assert stats["exports_created"] == 0 and stats["quota_spent"] == {}
+        assert feed_flight(result.final_state, FEED_A_ID)["job_id"]  # the search is kept for a rerun
+
+
 def test_options_the_feed_does_not_allow_and_unknown_feeds_fail_before_any_search():
     with sandbox() as sb:
         result = run(sb, tap_config(sb, intent_feed_ids=[FEED_B_ID], intent_get_pii=True))
