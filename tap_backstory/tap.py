@@ -321,6 +321,13 @@ class TapBackstory(Tap):
             check_state(state)
         super().__init__(state=state, **kwargs)
 
+    connection_test = False
+    """True during `--test`: streams that would spend vendor quota only check that they could."""
+
+    def run_connection_test(self) -> bool:
+        self.connection_test = True
+        return super().run_connection_test()
+
     @functools.cached_property
     def clock(self) -> Clock:
         return Clock()

@@ -85,8 +85,26 @@ class IntentFeedExportsStream(TapStream):
         deferred.clear()
 
     def _rows_and_progress(self) -> t.Iterator[dict | Progress]:
+        if self.tap.connection_test:  # `--test`, `meltano config tap-backstory test`
+            self._preview_feeds()
+            return
         for feed in self._feeds():
             yield from self._feed_rows(feed)
+
+    def _preview_feeds(self) -> None:
+        """A connection test checks the key, the feeds and their options, and previews each window; it makes
+        no search and no export, because an export spends quota and a test run keeps no state to reuse it."""
+        for feed in self._feeds():
+            feed_state = self.bookmarks.get("feeds", {}).get(feed["feed_id"], {})
+            body = {"feed_id": feed["feed_id"], "lookback_days": self._lookback_days(feed, feed_state)}
+            preview = self.api.request("POST", "/intent/feeds/preview", json=body).json()
+            LOGGER.info(
+                "intent feed %s: connection test: %s rows in the window %s..%s; no export made (it would spend quota)",
+                feed["feed_id"],
+                preview.get("total_records"),
+                preview.get("start_date"),
+                preview.get("end_date"),
+            )
 
     # --- feeds, windows, quota --------------------------------------------------------------------------
     def _feeds(self) -> list[dict]:
