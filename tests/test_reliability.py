@@ -262,6 +262,17 @@ def job_windows(sb: Sandbox) -> list[tuple[str, str, str]]:
     return [(w["stream"], w["start_date"], w["end_date"]) for w in sb.stats()["job_windows"]]
 
 
+def assert_one_job_per_window(sb: Sandbox) -> None:
+    windows = job_windows(sb)
+    assert len(windows) == len(set(windows)) == 6  # no window got a second job
+
+
+def pending_activity_jobs(message: dict) -> list[dict]:
+    """`pending_jobs` of `activities` in a STATE message (empty for any other message)."""
+    value = message.get("value", {}) if message["type"] == "STATE" else {}
+    return value.get("bookmarks", {}).get("activities", {}).get("pending_jobs", [])
+
+
 def assert_resumed_exactly(before: list[dict], resumed: TapRun, clean: dict[str, dict]) -> None:
     """Committed records (before the last STATE of the killed run) plus the resumed run = the clean set;
     nothing committed comes again, and the resumed run has no duplicates."""
@@ -283,9 +294,7 @@ def test_killed_while_jobs_are_queued_resumes_with_those_jobs(clean):
         config = tap_config(sb, max_concurrent_jobs=2)
 
         def jobs_saved(message: dict, _: list[dict]) -> bool:
-            value = message.get("value", {}) if message["type"] == "STATE" else {}
-            pending = value.get("bookmarks", {}).get("activities", {}).get("pending_jobs", [])
-            return sum(entry["job_id"] is not None for entry in pending) == 2
+            return sum(entry["job_id"] is not None for entry in pending_activity_jobs(message)) == 2
 
         before, state = run_until(sb, config, jobs_saved)
         saved = state["bookmarks"]["activities"]["pending_jobs"]
@@ -296,8 +305,7 @@ def test_killed_while_jobs_are_queued_resumes_with_those_jobs(clean):
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         for job in saved:
             assert f"resuming export job {job['job_id']}" in resumed.stderr
-        windows = job_windows(sb)
-        assert len(windows) == len(set(windows)) == 6  # no window got a second job
+        assert_one_job_per_window(sb)
         assert_resumed_exactly(before, resumed, clean)
 
 
@@ -308,9 +316,7 @@ def test_killed_before_the_job_id_arrives_resumes_with_the_job_backstory_made(cl
         config = tap_config(sb)
 
         def requested_and_made(message: dict, _: list[dict]) -> bool:
-            value = message.get("value", {}) if message["type"] == "STATE" else {}
-            pending = value.get("bookmarks", {}).get("activities", {}).get("pending_jobs", [])
-            if not any(entry["job_id"] is None for entry in pending):
+            if not any(entry["job_id"] is None for entry in pending_activity_jobs(message)):
                 return False
             deadline = time.monotonic() + 2.5
             while not sb.backstory.jobs and time.monotonic() < deadline:  # the request reached Backstory
@@ -326,8 +332,7 @@ def test_killed_before_the_job_id_arrives_resumes_with_the_job_backstory_made(cl
         resumed = run(sb, config, state=state)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert f"adopting export job {orphan_id}" in resumed.stderr
-        windows = job_windows(sb)
-        assert len(windows) == len(set(windows)) == 6  # no window got a second job
+        assert_one_job_per_window(sb)
         assert_resumed_exactly(before, resumed, clean)
 
 
@@ -352,8 +357,7 @@ def test_killed_mid_download_resumes_with_the_same_job_and_no_loss(clean):
         sb.configure(bandwidth_bytes_per_sec=0)
         resumed = run(sb, config, state=state)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        windows = job_windows(sb)
-        assert len(windows) == len(set(windows)) == 6  # the job of window 1 was reused
+        assert_one_job_per_window(sb)  # the job of window 1 was reused
         assert f"resuming export job {pending[0]['job_id']}" in resumed.stderr
         assert sb.stats()["data_requests"] > data_before  # its data fetched again, from the start
         uncommitted = {r["uid"] for r in records_of(before, "activities")}
