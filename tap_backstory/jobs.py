@@ -35,7 +35,7 @@ from tap_backstory.client import (
     backoff_delay,
 )
 from tap_backstory.formats import unwrap_list
-from tap_backstory.windows import RETENTION, Clock, PendingJob, Window
+from tap_backstory.windows import RETENTION, Clock, PendingJob, Window, format_timestamp, parse_timestamp
 
 WAITING_STATES = frozenset({"Queued", "Running"})
 FAILED_STATES = frozenset({"Failed", "Canceled"})
@@ -319,7 +319,9 @@ class ExportJobs:
         earlier than that request (less the clock skew) and did not fail. Contacts jobs do not echo their
         dates or filters, so for them this finds nothing and a new job is made: never the wrong data."""
         for info in self._job_list():
-            created = _parse_timestamp(info.get("job_created_time"))
+            created = parse_timestamp(info.get("job_created_time"))
+            if created is not None and created.tzinfo is None:
+                created = created.replace(tzinfo=dt.UTC)  # the docs' times are UTC
             if (
                 created is not None
                 and created >= requested_at - ORPHAN_CLOCK_SKEW
@@ -334,7 +336,7 @@ class ExportJobs:
                     slot.spec,
                     slot.job_id,
                     slot.state,
-                    requested_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    format_timestamp(requested_at),
                 )
                 self.on_created(slot.spec, slot.job_id, created)
                 return True
@@ -533,15 +535,6 @@ def _same(sent: t.Any, wanted: t.Any) -> bool:
     if isinstance(sent, str) and isinstance(wanted, str):
         return sent.lower() == wanted.lower()
     return sent == wanted and type(sent) is type(wanted)
-
-
-def _parse_timestamp(value: t.Any) -> dt.datetime | None:
-    """`yyyy-MM-ddTHH:mm:ssZ` (as documented), or None."""
-    try:
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -7,12 +7,11 @@ the tap cannot tell whether the user mixed up files. Keys the SDK adds are left 
 
 from __future__ import annotations
 
-import datetime as dt
 import typing as t
 
 from tap_backstory.client import ConfigError
 from tap_backstory.names import STREAM_ORDER
-from tap_backstory.windows import parse_day
+from tap_backstory.windows import parse_day, parse_timestamp
 
 STREAMS = STREAM_ORDER
 TOP_LEVEL_KEYS = ("bookmarks", "currently_syncing")
@@ -77,11 +76,8 @@ def _check_export(stream_state: dict, where: str) -> None:
             _fail(f"{at}.job_id must be a string, got {_short(entry.get('job_id'))}")
         key = "requested_at" if requested else "created_at"
         moment = entry.get(key)
-        try:
-            aware = dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).tzinfo is not None
-        except (AttributeError, ValueError):
-            aware = False
-        if not aware:
+        parsed = parse_timestamp(moment) if isinstance(moment, str) else None
+        if parsed is None or parsed.tzinfo is None:
             _fail(f"{at}.{key} must be a UTC timestamp like 2026-03-01T08:00:00Z, got {_short(moment)}")
 
 

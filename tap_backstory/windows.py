@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import typing as t
 from dataclasses import dataclass
 
 TODAY_ENV_VAR = "TAP_BACKSTORY_TODAY"
@@ -151,7 +152,9 @@ class ExportState:
             ):
                 job_id = entry.get("job_id")
                 at = entry.get("created_at") or entry["requested_at"]
-                created = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+                created = parse_timestamp(at)  # state_check has refused a state where it is not one
+                if created is None:
+                    raise ValueError(f"pending job timestamp {at!r} is not an ISO timestamp")
                 return PendingJob(window, export_type, None if job_id is None else str(job_id), created)
         return None
 
@@ -167,10 +170,10 @@ class ExportState:
     def job_requested(self, window: Window, export_type: str, requested_at: dt.datetime) -> None:
         """Written before the job is requested: if the run dies before the answer, the next one knows to look
         for the job Backstory may have made."""
-        self._set_pending(window, export_type, job_id=None, requested_at=_timestamp(requested_at))
+        self._set_pending(window, export_type, job_id=None, requested_at=format_timestamp(requested_at))
 
     def job_created(self, window: Window, export_type: str, job_id: str, created_at: dt.datetime) -> None:
-        self._set_pending(window, export_type, job_id=str(job_id), created_at=_timestamp(created_at))
+        self._set_pending(window, export_type, job_id=str(job_id), created_at=format_timestamp(created_at))
 
     def _set_pending(self, window: Window, export_type: str, **entry: str | None) -> None:
         self._drop_pending(window, export_type)
@@ -205,5 +208,14 @@ class ExportState:
         ]
 
 
-def _timestamp(moment: dt.datetime) -> str:
+def format_timestamp(moment: dt.datetime) -> str:
+    """The docs' `yyyy-MM-ddTHH:mm:ssZ`, in UTC."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(value: t.Any) -> dt.datetime | None:
+    """An ISO timestamp (`Z` or an offset; naive if it has neither), or None if `value` is not one."""
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
