@@ -334,7 +334,7 @@ class TapBackstory(Tap):
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         # The SDK's own validator: it also fills in the defaults of missing settings.
-        from singer_sdk.plugin_base import JSONSchemaValidator
+        from tap_backstory.sdk import JSONSchemaValidator
 
         self.append_builtin_config(self.config_jsonschema)
         errors = sorted(

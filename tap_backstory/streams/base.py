@@ -15,17 +15,15 @@ import msgspec
 import singer_sdk.singerlib as singer
 from singer_sdk import Stream
 from singer_sdk.exceptions import SyncLifecycleSignal
-from singer_sdk.helpers._catalog import pop_deselected_record_properties
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from tap_backstory import schemas
 from tap_backstory.formats import RecordShaper
+from tap_backstory.sdk import pop_deselected_record_properties, utc_now
 
 if t.TYPE_CHECKING:
-    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
-
+    from tap_backstory.sdk import BaseBatchFileEncoding, BatchConfig
     from tap_backstory.tap import TapBackstory
 
 GZIP_LEVEL = 6
@@ -81,11 +79,12 @@ class TapStream(Stream):
     def _generate_record_messages(self, record: dict) -> t.Generator[singer.RecordMessage, None, None]:
         """The SDK's RECORD path (0.54.9 `Stream._generate_record_messages`) minus two no-ops per record.
 
-        The one private SDK method this tap overrides (pinned by `singer-sdk~=0.54.9`; the whole test suite
-        runs through it). Identical output: `pop_deselected_record_properties` walks every nested key of every
-        record (about 20 % of the tap's time when profiled) and is skipped only when the catalog deselects
-        nothing; `conform_record_data_types` returns the record untouched at TYPE_CONFORMANCE_LEVEL NONE.
-        Stream maps, version and time_extracted are as in the SDK.
+        One of the two private SDK methods the tap overrides (every private SDK use is listed in
+        `tap_backstory/sdk.py` and checked against the installed SDK by tests/test_sdk_surface.py).
+        Identical output: `pop_deselected_record_properties` walks every nested key of every record (about
+        20 % of the tap's time when profiled) and is skipped only when the catalog deselects nothing;
+        `conform_record_data_types` returns the record untouched at TYPE_CONFORMANCE_LEVEL NONE. Stream maps,
+        version and time_extracted are as in the SDK.
         """
         if self._deselects_any:
             pop_deselected_record_properties(record, self.schema, self.mask)
@@ -152,7 +151,7 @@ class TapStream(Stream):
         """Emit a STATE message now, so an interrupted run resumes from here.
 
         The SDK has no public call for this; 0.54 keeps the "already flushed" flag on `state_manager`
-        (pinned by `singer-sdk~=0.54.9`, covered by the resume tests). In BATCH mode records reach the
+        (listed in `tap_backstory/sdk.py`, covered by the resume tests). In BATCH mode records reach the
         target after the stream ends, so a STATE emitted earlier would get ahead of them: skip it there.
         """
         if self.config.get("batch_config"):
