@@ -63,7 +63,7 @@ SDK_CODE = (
         "it is a copy of this method minus `pop_deselected_record_properties` when nothing is deselected and "
         "`conform_record_data_types` (a no-op at TYPE_CONFORMANCE_LEVEL NONE): port any other change "
         "(stream maps, version, time_extracted); tests/test_record_path.py",
-        "af92c8cda1aa676266c7785d881d09cfb1cf010220f80892890b55f03541e4b9",
+        "a1b0c088a3e90304f5d5ce26fb37436157eeae44dd0918d2c1a1dbff34305a27",
     ),
     SdkCode(
         "singer_sdk.plugin_base:PluginBase._validate_config",
@@ -72,7 +72,7 @@ SDK_CODE = (
         "the override keeps its signature and return value, validates `self._config` with `JSONSchemaValidator` "
         "(which fills in setting defaults) after `append_builtin_config`, and must still be what "
         "PluginBase.__init__ calls; tests/test_config.py",
-        "7e6908639fd159003bc674cfed0bfd4a6be3cb81bbc70575c8f76e26d8e31829",
+        "ee3e4974921c6386de72aa0778c1c8ca2f829605d9c6892dae07738c99bc4ace",
     ),
     SdkCode(
         "singer_sdk.streams.core:Stream._write_state_message",
@@ -80,7 +80,7 @@ SDK_CODE = (
         "tap_backstory/streams/base.py TapStream.checkpoint",
         "checkpoint clears `state_manager.is_flushed` and calls this to emit a STATE now: it must still write "
         "the tap state when the flag is False; tests/test_reliability.py (kill and resume)",
-        "939aa9b5e2a7872116af8837cd513bf3dedec34a0328090f952b8e6edd4a5334",
+        "f645eaadc584842a4d58249a30b80453a95a76e978da0d28c8b01f1422a0372d",
     ),
     SdkCode(
         "singer_sdk.streams.core:Stream._sync_records",
@@ -88,7 +88,7 @@ SDK_CODE = (
         "tap_backstory/streams/base.py TapStream.get_batches",
         "with write_messages=False it must still yield each selected record after counting it, advancing state "
         "and syncing child streams, and write no message; tests/test_batch.py",
-        "4a3cd5eea11d14d2aa3e717694c763a46669be9f297897a0f06c097b79dd0085",
+        "9e41ee821016f586f9bf8e35500401891b266523ecd7a54dfa9a7277fe1300ed",
     ),
     SdkCode(
         "singer_sdk.streams.core:Stream._sync_batches",
@@ -96,7 +96,7 @@ SDK_CODE = (
         "tap_backstory/streams/base.py TapStream.get_batches",
         "one BATCH message then one STATE per (encoding, manifest) the hook yields: get_batches reads the next "
         "record before yielding a file so the last STATE is final; tests/test_batch.py",
-        "ac57633e07e86daabaf4b7c2fcbde1a9033e1fd136ace35b97f7be797193a9c1",
+        "96afcb111a134b929d0f9785fbd5b33ddbd71b1cd2824cf8f43e742d1debbea0",
     ),
     SdkCode(
         "singer_sdk.streams.core:Stream.get_batches",
@@ -104,7 +104,7 @@ SDK_CODE = (
         "tap_backstory/streams/base.py TapStream.get_batches",
         "the override re-implements the default (its record source, non-jsonl formats handed back to it): port "
         "what changed; tests/test_batch.py",
-        "d205c05ef04df69560316cc17ee52d518e5582e042d00cb7f65de797840f9fa3",
+        "24a107f9e734c48d5a2fc70b51a9a2222e06a026d2f2bb0d6c8cb8f8ffb1bf9b",
     ),
     SdkCode(
         "singer_sdk.contrib.batch_encoder_jsonl:JSONLinesBatcher.get_batches",
@@ -112,7 +112,7 @@ SDK_CODE = (
         "tap_backstory/streams/base.py TapStream.get_batches",
         "file names `{prefix}{tap}--{stream}-{uuid}-{n}.json.gz`, one file per `batch_size` records, one "
         "manifest per file: keep the tap's files like the SDK's; tests/test_batch.py",
-        "abaea6b67e2d231ba71552d34d56aea40ba95e78d79232ca8c17e191257a87dd",
+        "d4b71884fea81bda500ce3cb31f83ad079d4efa29bc4216039725542d9104a75",
     ),
     SdkCode(
         "singer_sdk.streams.core:Stream.sync",
@@ -120,7 +120,7 @@ SDK_CODE = (
         "tap_backstory/streams/base.py _PlannedStopIsNoError",
         "the filter drops the line 'An unhandled error occurred while syncing' logged from inside its `except` "
         "for the SDK's abort signals: keep the text and the place; tests/test_config.py (--test)",
-        "f0bb73e353cb8e74dd3cca61a6006d4759e9968b79c18eaf567e8b0824165c26",
+        "ca47855e5a382528fa5a0cd8440289a5a86877729de56e9853a3332a16a7a7e3",
     ),
     SdkCode(
         "singer_sdk.helpers._catalog:pop_deselected_record_properties",
@@ -128,28 +128,28 @@ SDK_CODE = (
         "tap_backstory/streams/base.py TapStream._generate_record_messages",
         "skipped when the catalog deselects nothing: it must still change nothing then; "
         "tests/test_record_path.py",
-        "d5171276016725011308b8befffc9990f172537ce5f987b2c71597750edc3844",
+        "6aa66c444a2aaaa81fc00e2cbfdb00ffb29e8157fef5da12d49cfa162ac4a048",
     ),
     SdkCode(
         "singer_sdk.helpers._typing:conform_record_data_types",
         "relies on",
         "tap_backstory/streams/base.py TapStream._generate_record_messages",
         "never called: at TypeConformanceLevel.NONE it must still return the record untouched",
-        "0165a604275ec564f079fa84153f548a03293563b2f532d6991adc974474ccc9",
+        "1f4f879610e243bb807cc1b98ca3336fe4a85a854df867c9f6a78ae023f0ae4d",
     ),
     SdkCode(
         "singer_sdk.helpers._typing:_conform_record_data_types",
         "relies on",
         "tap_backstory/streams/base.py TapStream._generate_record_messages",
         "never called: at TypeConformanceLevel.NONE it must still return the record untouched",
-        "194affa9037c404f0db65c53158f1385e8b2c2ba3685cf6ffb86cb1ce093db92",
+        "3a4f39f5880febf4fa4de528f97c05806c6c088ec1f42f7d1a0fc34b71784f3e",
     ),
     SdkCode(
         "singer_sdk.contrib.msgspec:MsgSpecWriter.write_message",
         "copies",
         "tap_backstory/writer.py BufferedMsgSpecWriter.write_message",
         "a copy that flushes only after non-RECORD messages: port any other change (encoding, target stream)",
-        "c15cb0191e4a38a7bf9d3fee85ee988b177332beba5660858cf710baf698f1e8",
+        "a3a047d10296ab631408adcf6fe22d29bc1e95d214f3871cd1e5430c89148abb",
     ),
 )
 

@@ -25,7 +25,10 @@ PACKAGE = Path(sdk.__file__).parent
 
 
 def fingerprint(source: str) -> str:
-    """sha256 of a function's code: docstrings, comments and formatting left out, so only code changes count."""
+    """sha256 of a function's code: docstrings, comments and formatting left out, so only code changes count.
+
+    The tree is written out by `canonical`, not `ast.unparse`, whose text differs between Pythons (3.10 writes
+    `for (a, b) in ...`), so the recorded fingerprints hold on every supported Python."""
     tree = ast.parse(textwrap.dedent(source))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
@@ -36,7 +39,25 @@ def fingerprint(source: str) -> str:
             and isinstance(body[0].value.value, str)
         ):
             node.body = body[1:] or [ast.Pass()]
-    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest()
+    return hashlib.sha256(canonical(tree).encode()).hexdigest()
+
+
+VERSION_SPECIFIC_FIELDS = frozenset({"type_comment", "kind", "type_params"})
+"""AST fields that some supported Pythons have and others lack (or fill differently) for the same code."""
+
+
+def canonical(node: object) -> str:
+    """A syntax tree as text: node names and their non-empty fields, the same on Python 3.10 to 3.13."""
+    if isinstance(node, ast.AST):
+        fields = [
+            f"{name}={canonical(value)}"
+            for name, value in ast.iter_fields(node)
+            if value not in (None, []) and name not in VERSION_SPECIFIC_FIELDS
+        ]
+        return f"({type(node).__name__} {' '.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ", ".join(canonical(item) for item in node) + "]"
+    return repr(node)
 
 
 def sdk_object(path: str) -> object:
