@@ -53,6 +53,11 @@ class RetriableError(ApiError):
         self.retry_after = retry_after
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as one log line (server texts may hold newlines)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def is_loopback(url: str) -> bool:
     host = (urlsplit(url).hostname or "").lower()
     return host in LOOPBACK_HOSTS or host.startswith("127.")

@@ -7,34 +7,24 @@ new job, too slow → time-out), and a *download* of the result fragments.
 `ExportJobs.run(specs)` yields `(spec, job_id, records)` strictly in window order. While the caller reads
 window k, the jobs of the next windows may already be queued or running (pipelining), but never more than
 `max_concurrent_jobs` of ours at once: a job holds a slot until we have seen it Completed/Failed/Canceled.
+Polling follows `polling.PollSchedule`; the download of a Completed job's fragments is `fragments.FragmentReader`,
+and `parse_in_order` is the one place the ordered fragment files meet the parser.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import logging
-import math
 import re
-import tempfile
-import threading
 import time
 import typing as t
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import urllib3.exceptions
-
-from tap_backstory.client import (
-    RETRIABLE_STATUSES,
-    TRANSPORT_ERRORS,
-    ApiClient,
-    ApiError,
-    TapBackstoryError,
-    backoff_delay,
-)
+from tap_backstory.client import RETRIABLE_STATUSES, ApiClient, ApiError, TapBackstoryError, one_line
 from tap_backstory.formats import unwrap_list
+from tap_backstory.fragments import Fragment, FragmentReader
+from tap_backstory.polling import PollSchedule
 from tap_backstory.windows import RETENTION, Clock, PendingJob, Window, format_timestamp, parse_timestamp
 
 WAITING_STATES = frozenset({"Queued", "Running"})
@@ -44,25 +34,9 @@ KNOWN_STATES = {state.lower(): state for state in (*WAITING_STATES, *FAILED_STAT
 KNOWN_STATES["cancelled"] = "Canceled"  # both spellings are in use
 MAX_JOB_RETRIES = 2
 """A window whose job ends Failed/Canceled gets this many new jobs before the run fails."""
-FRAGMENT_TRIES = 4
-CHUNK_SIZE = 1 << 20
-BYTES_PER_TIMEOUT_STEP = 20 * 1024 * 1024
-SECONDS_PER_TIMEOUT_STEP = 60
-"""Backstory: "the maximum timeout for data retrieval ... is 60 seconds per 20mb of data"."""
-MAX_POLL_INTERVAL = 60.0
-NO_SUCH_FRAGMENT = frozenset({400, 404, 416, 422})
-POLL_AGE_FRACTION = 0.25
 ORPHAN_CLOCK_SKEW = dt.timedelta(minutes=5)
 """A job in Backstory's list counts as the one an interrupted run requested if created at most this long
 before the request time in state (the two clocks differ; `job_created_time` has whole seconds)."""
-
-# A body cut off mid-way surfaces as one of these (requests wraps most; raw urllib3/http.client leak through).
-DROPPED_BODY_ERRORS = (
-    *TRANSPORT_ERRORS,
-    urllib3.exceptions.ProtocolError,
-    urllib3.exceptions.ReadTimeoutError,
-    http.client.IncompleteRead,
-)
 
 Parser = t.Callable[[t.BinaryIO, str], t.Iterator[dict]]
 
@@ -85,15 +59,14 @@ class _Slot:
     """The job (or successive jobs, after failures) of one window."""
 
     spec: JobSpec
+    poll: PollSchedule  # restarted for each job of the window
     job_id: str | None = None
     state: str | None = None
     info: dict = field(default_factory=dict)
     jobs_created: int = 0
-    started: float = 0.0  # monotonic: when the current job was created (or adopted)
     first_try: float | None = None  # monotonic: first attempt to create a job for this window
     not_before: float = 0.0  # monotonic: no creation attempt before (after a 429 / too many jobs)
     create_wait: float = 0.0
-    interval: float = 0.0
     resume_checked: bool = False
     requested: bool = False  # the request of this window's next job is announced in state
     error: Exception | None = None  # a refusal to create this window's job, raised when its turn comes
@@ -102,14 +75,6 @@ class _Slot:
     def alive(self) -> bool:
         """Holds one of our job slots: created and not yet seen in a final state."""
         return self.job_id is not None and self.state not in FAILED_STATES and self.state != COMPLETED
-
-
-class _Retry(Exception):
-    """A fragment download to start again from byte 0."""
-
-
-class _Stopped(Exception):
-    """The reader stopped early; abandon the download."""
 
 
 class ExportJobs:
@@ -136,7 +101,6 @@ class ExportJobs:
         self.max_concurrent_jobs = max_concurrent_jobs
         self.fragment_concurrency = fragment_concurrency
         self.poll_interval = poll_interval
-        self.max_poll_interval = max(MAX_POLL_INTERVAL, poll_interval)
         self.job_timeout = job_timeout
         self.clock = clock
         self.log = log
@@ -168,7 +132,7 @@ class ExportJobs:
             and len(ahead) < 2 * self.max_concurrent_jobs + 1
             and sum(slot.state != COMPLETED for slot in ahead) < self.max_concurrent_jobs + 1
         ):
-            ahead.append(_Slot(todo.popleft(), interval=self.poll_interval))
+            ahead.append(_Slot(todo.popleft(), PollSchedule(self.poll_interval, self.job_timeout)))
 
     def _wait_completed(self, head: _Slot, ahead: deque[_Slot]) -> None:
         while True:
@@ -192,17 +156,12 @@ class ExportJobs:
                     )
                 time.sleep(max(0.05, head.not_before - now))
                 continue
-            if now - head.started > self.job_timeout:
+            if head.poll.timed_out:
                 raise TapBackstoryError(
                     f"export job {head.job_id} for window {head.spec} did not complete within "
                     f"job_timeout_seconds={self.job_timeout:g} (last state: {head.state})"
                 )
-            time.sleep(head.interval)
-            # Wait longer as the job ages, but never more than a quarter of its age: a job is seen Completed
-            # at most ~25 % after it finished (a x1.5 step per poll overshoots by up to 50 %).
-            age = time.monotonic() - head.started
-            grown = max(head.interval, POLL_AGE_FRACTION * age)
-            head.interval = min(grown, head.interval * 1.5, self.max_poll_interval)
+            head.poll.wait()
             for slot in ahead:  # also notice the later jobs finishing, which frees slots
                 if slot.alive:
                     self._poll(slot)
@@ -256,13 +215,13 @@ class ExportJobs:
             if not _is_temporary(exc):
                 raise
             retry_after = getattr(exc, "retry_after", None)
-            slot.create_wait = min(max(slot.create_wait * 1.5, self.poll_interval), self.max_poll_interval)
+            slot.create_wait = min(max(slot.create_wait * 1.5, self.poll_interval), slot.poll.cap)
             wait = retry_after if retry_after is not None else slot.create_wait
             slot.not_before = now + wait
             self.log.info(
                 "Backstory did not take the job for window %s now (%s); retrying in %.1fs",
                 slot.spec,
-                _one_line(exc),
+                one_line(exc),
                 wait,
             )
             return False
@@ -271,8 +230,8 @@ class ExportJobs:
         slot.state = job_state(info) or "Queued"
         slot.jobs_created += 1
         slot.requested = False
-        slot.started = time.monotonic()
-        slot.interval, slot.create_wait, slot.first_try = self.poll_interval, 0.0, None
+        slot.poll.restart()
+        slot.create_wait, slot.first_try = 0.0, None
         self.log.info("Window %s: created export job %s (%s)", slot.spec, slot.job_id, slot.state)
         self.on_created(slot.spec, slot.job_id, self.clock.now())
         return True
@@ -300,7 +259,7 @@ class ExportJobs:
                 "Window %s: job %s in state is not retrievable (%s); creating a new job",
                 slot.spec,
                 pending.job_id,
-                _one_line(exc),
+                one_line(exc),
             )
             return False
         state = job_state(info)
@@ -308,7 +267,7 @@ class ExportJobs:
             self.log.info("Window %s: job %s in state ended %s; creating a new job", slot.spec, pending.job_id, state)
             return False
         slot.job_id, slot.info, slot.state = pending.job_id, info, state
-        slot.started = time.monotonic()
+        slot.poll.restart()
         self.log.info("Window %s: resuming export job %s from state (%s)", slot.spec, pending.job_id, state)
         return True
 
@@ -329,7 +288,7 @@ class ExportJobs:
                 and job_state(info) not in FAILED_STATES
             ):
                 slot.job_id, slot.info, slot.state = str(info["job_id"]), info, job_state(info)
-                slot.started = time.monotonic()
+                slot.poll.restart()
                 self.log.info(
                     "Window %s: adopting export job %s (%s) from Backstory's job list: an interrupted run "
                     "requested it at %s",
@@ -353,7 +312,7 @@ class ExportJobs:
                 body = self.api.request("GET", self.path).json()
                 listed = unwrap_list(body, f"Backstory GET {self.path}", ("jobs", "data", "items", "results"))
             except (TapBackstoryError, ValueError) as exc:  # an API error or an unreadable list
-                self.log.warning("Could not list Backstory's export jobs (%s)", _one_line(exc))
+                self.log.warning("Could not list Backstory's export jobs (%s)", one_line(exc))
                 listed = []
             self._listed = [job for job in listed if isinstance(job, dict) and job.get("job_id") is not None]
         return self._listed
@@ -369,7 +328,7 @@ class ExportJobs:
                 slot.spec,
                 slot.state,
                 state,
-                time.monotonic() - slot.started,
+                slot.poll.age,
             )
             if state not in WAITING_STATES | FAILED_STATES | {COMPLETED}:
                 self.log.warning("Export job %s has an unknown state %r; still waiting", slot.job_id, state)
@@ -378,140 +337,27 @@ class ExportJobs:
     # --- download --------------------------------------------------------------------------------------
     def _records(self, slot: _Slot) -> t.Iterator[dict]:
         """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted."""
-        job_id, info = str(slot.job_id), slot.info
-        count = info.get("fragments", info.get("fragment"))
-        fragments: list[int | None] = list(range(int(count))) if count else [None]  # None: the stitched file
-        size = int(info.get("results_size") or 0)
-        read_timeout = SECONDS_PER_TIMEOUT_STEP * max(1, math.ceil(size / BYTES_PER_TIMEOUT_STEP))
-        self.log.info(
-            "Export job %s (window %s): downloading %d fragment(s), %s bytes",
-            job_id,
-            slot.spec,
-            len(fragments),
-            size or "unknown",
-        )
-        started, rows, total_bytes = time.monotonic(), 0, 0
-        stop = threading.Event()
-        futures: deque[Future] = deque()
-        pending = deque(fragments)
-        pool = ThreadPoolExecutor(self.fragment_concurrency, thread_name_prefix=f"job-{job_id}")
-
-        def submit_ahead() -> None:
-            # Bounded look-ahead: disk holds at most a few fragments beyond the one being parsed.
-            while pending and len(futures) < 2 * self.fragment_concurrency:
-                fragment = pending.popleft()
-                futures.append(pool.submit(self._download, job_id, fragment, read_timeout, stop))
-
-        def parse_file(body: t.BinaryIO, fragment: int | None) -> t.Iterator[dict]:
-            source = f"export job {job_id}" + ("" if fragment is None else f" fragment {fragment}")
-            with body:
-                body.seek(0)
-                yield from self.parse(body, source)
-
-        try:
-            submit_ahead()
-            while futures:
-                body, fragment, nbytes = futures.popleft().result()
-                submit_ahead()
-                total_bytes += nbytes
-                for record in parse_file(body, fragment):
-                    rows += 1
-                    yield record
-            # The activities doc calls `fragment` a "Count of fragments ... (0-based)", which a server may mean
-            # as the last fragment's number. Only when the fragments fell short of `results_size`, ask for
-            # the next one too; a refusal (no such fragment) ends the job as usual.
-            extra = len(fragments) if count else None
-            while extra is not None and total_bytes < size:
-                try:
-                    body, fragment, nbytes = self._download(job_id, extra, read_timeout, stop)
-                except ApiError as exc:
-                    if exc.status not in NO_SUCH_FRAGMENT:
-                        raise
-                    break
-                if not nbytes:
-                    body.close()
-                    break
-                self.log.warning(
-                    "Export job %s: %d bytes of %d after fragments 0..%d; fragment %d exists too, reading it",
-                    job_id,
-                    total_bytes,
-                    size,
-                    extra - 1,
-                    extra,
-                )
-                total_bytes += nbytes
-                for record in parse_file(body, fragment):
-                    rows += 1
-                    yield record
-                extra += 1
-        finally:
-            stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            for future in futures:  # downloaded but never parsed (the reader stopped early)
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    future.result()[0].close()
+        job_id, started, rows = str(slot.job_id), time.monotonic(), 0
+        reader = FragmentReader(self.api, self.path, self.fragment_concurrency, self.log)
+        for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse):
+            rows += 1
+            yield record
         elapsed = time.monotonic() - started
         self.log.info(
             "Window %s: %d rows, %d bytes from job %s in %.1fs (%.0f rows/s)",
             slot.spec,
             rows,
-            total_bytes,
+            reader.bytes_read,
             job_id,
             elapsed,
             rows / elapsed if elapsed else rows,
         )
 
-    def _download(
-        self, job_id: str, fragment: int | None, read_timeout: float, stop: threading.Event
-    ) -> tuple[t.BinaryIO, int | None, int]:
-        """One fragment into an open temp file; a dropped body is fetched again from byte 0 (no duplicates).
 
-        The file has no name on disk (removed as soon as it is created), so not even a killed run leaves it behind."""
-        params = None if fragment is None else {"fragment": fragment}
-        what = f"export job {job_id} " + ("data" if fragment is None else f"fragment {fragment}")
-        out = tempfile.TemporaryFile(prefix="tap-backstory-")  # noqa: SIM115 - the reader closes it
-        try:
-            for attempt in range(FRAGMENT_TRIES):
-                out.seek(0)
-                out.truncate()
-                try:
-                    written = self._fetch_into(out, f"{self.path}/{job_id}/data", params, read_timeout, stop)
-                except (_Retry, *DROPPED_BODY_ERRORS) as exc:
-                    if attempt + 1 == FRAGMENT_TRIES:
-                        raise TapBackstoryError(
-                            f"{what} kept failing to download ({_one_line(exc)}) after {FRAGMENT_TRIES} tries"
-                        ) from None
-                    delay = backoff_delay(attempt)
-                    self.log.warning(
-                        "%s: download interrupted (%s); fetching it again from the start in %.1fs",
-                        what,
-                        _one_line(exc),
-                        delay,
-                    )
-                    time.sleep(delay)
-                    continue
-                return out, fragment, written
-        except BaseException:
-            out.close()
-            raise
-        raise AssertionError("unreachable")
-
-    def _fetch_into(
-        self, out: t.BinaryIO, path: str, params: dict | None, read_timeout: float, stop: threading.Event
-    ) -> int:
-        response = self.api.request("GET", path, params=params, stream=True, timeout=(10, read_timeout))
-        with response:
-            written = 0
-            for chunk in response.iter_content(CHUNK_SIZE):
-                if stop.is_set():
-                    raise _Stopped
-                out.write(chunk)
-                written += len(chunk)
-            # Content-Length counts encoded bytes: compare only when the body was not compressed.
-            expected = response.headers.get("Content-Length")
-            if expected and not response.headers.get("Content-Encoding") and written != int(expected):
-                raise _Retry(f"short body: {written} of {expected} bytes")
-        return written
+def parse_in_order(fragments: t.Iterable[Fragment], parse: Parser) -> t.Iterator[dict]:
+    """The records of a job's fragment files, handed over in fragment order: each file is parsed on its own."""
+    for fragment in fragments:
+        yield from parse(fragment.body, fragment.source)
 
 
 def job_state(info: dict) -> str | None:
@@ -535,8 +381,4 @@ def _same(sent: t.Any, wanted: t.Any) -> bool:
     if isinstance(sent, str) and isinstance(wanted, str):
         return sent.lower() == wanted.lower()
     return sent == wanted and type(sent) is type(wanted)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 

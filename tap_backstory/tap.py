@@ -14,7 +14,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
 from tap_backstory.client import ApiClient, ConfigError, TapBackstoryError, is_loopback
-from tap_backstory.names import STREAM_CREDENTIALS, STREAM_ORDER
+from tap_backstory.names import ENRICHMENT_SECTIONS, STREAM_CREDENTIALS, STREAM_ORDER
 from tap_backstory.state_check import check_state
 from tap_backstory.windows import Clock, parse_day
 from tap_backstory.writer import BufferedMsgSpecWriter
@@ -25,7 +25,6 @@ if t.TYPE_CHECKING:
 # The Backstory key type each Backstory stream needs (its settings: `names.STREAM_CREDENTIALS`).
 BACKSTORY_KEY_TYPES = {"activities": "Activity", "enriched_contacts": "Object"}
 SECRET_SETTINGS = ("activity_client_secret", "object_client_secret", "contactbased_api_key")
-ENRICHMENT_SECTIONS = ("pii", "emails", "phones")
 
 CONFIG_SCHEMA = th.PropertiesList(
     # --- Backstory -----------------------------------------------------------------------------------

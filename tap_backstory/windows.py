@@ -1,7 +1,7 @@
 """Date windows, day bookmarks and the one clock every date computation reads.
 
 Backstory export jobs take whole UTC days (`start_date` 0:00 to `end_date` 23:59), and ContactBased
-searches take a lookback ending today, so everything here works in `datetime.date`.
+searches take a lookback of whole days ending today (`lookback_*`), so everything here works in `datetime.date`.
 """
 
 from __future__ import annotations
@@ -82,6 +82,27 @@ def completed_through(window: Window, today: dt.date) -> dt.date:
 
 def next_start(bookmark: dt.date) -> dt.date:
     return bookmark + dt.timedelta(days=1)
+
+
+# --- ContactBased lookbacks: a number of whole days ending today ----------------------------------------
+
+
+def lookback_window(today: dt.date, days: int) -> Window:
+    """The `days` whole days ending today (what a search of `lookback_days` covers)."""
+    return Window(today - dt.timedelta(days=days - 1), today)
+
+
+def lookback_since(last_end: dt.date, today: dt.date) -> int:
+    """Days from a last window's end day (inclusive: it was only partly over when read) through today."""
+    return max(1, (today - last_end).days + 1)
+
+
+def out_of_reach(last_end: dt.date, today: dt.date, cap: int) -> Window | None:
+    """The days from `last_end` on that a lookback of at most `cap` days no longer reaches, if any."""
+    first_reachable = lookback_window(today, cap).start
+    if last_end >= first_reachable:
+        return None
+    return Window(last_end, first_reachable - dt.timedelta(days=1))
 
 
 # --- Export windows and their state (both Backstory streams; shape documented in docs/state.md) --------

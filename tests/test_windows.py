@@ -5,7 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
-from tap_backstory.windows import ExportState, Window, completed_through, plan_windows
+from tap_backstory.windows import (
+    ExportState,
+    Window,
+    completed_through,
+    lookback_since,
+    lookback_window,
+    out_of_reach,
+    plan_windows,
+)
 
 D = dt.date.fromisoformat
 TODAY = D("2026-03-01")
@@ -125,3 +133,11 @@ def test_a_job_being_requested_is_announced_then_replaced_by_its_id():
     assert pending is not None and (pending.job_id, pending.created_at) == (None, asked)
     export.job_created(window, "snapshot", "777", asked + dt.timedelta(seconds=1))
     assert [(entry["job_id"], "requested_at" in entry) for entry in state["pending_jobs"]] == [("777", False)]
+
+
+def test_contactbased_lookbacks_end_today_and_name_the_days_out_of_reach():
+    assert lookback_window(TODAY, 3) == Window(D("2026-02-27"), TODAY)
+    assert lookback_since(TODAY, TODAY) == 1  # today again: it was only partly over when read
+    assert lookback_since(D("2026-02-20"), TODAY) == 10
+    assert out_of_reach(D("2026-02-20"), TODAY, cap=10) is None
+    assert out_of_reach(D("2026-02-20"), TODAY, cap=7) == Window(D("2026-02-20"), D("2026-02-22"))

@@ -43,8 +43,7 @@ class BackstoryExportStream(TapStream):
             yield from super().generate_child_contexts(record, context)
 
     def get_records(self, context: dict | None) -> t.Iterable[dict]:
-        config, clock = self.config, self.tap.clock
-        today = clock.today()
+        config, today = self.config, self.tap.clock.today()
         end = parse_day(config["end_date"], "end_date") if config.get("end_date") else today
         state = ExportState(self.bookmarks)
         export_type, windows = state.plan(
@@ -60,36 +59,11 @@ class BackstoryExportStream(TapStream):
         self.logger.info(
             "%s: %d %s window(s) from %s to %s", self.name, len(windows), export_type, windows[0].start, end
         )
-
-        def on_requesting(spec: JobSpec, at: dt.datetime) -> None:
-            # Announced before the request: a run killed before the answer looks for the job in Backstory's list.
-            state.job_requested(spec.window, spec.export_type, at)
-            self.checkpoint()
-
-        def on_created(spec: JobSpec, job_id: str, created_at: dt.datetime) -> None:
-            # Kept in state at once: a run killed from here on resumes with this job, not a new one.
-            state.job_created(spec.window, spec.export_type, job_id, created_at)
-            self.checkpoint()
-
-        engine = ExportJobs(
-            self.api,
-            self.kind,
-            parse=self.parse,
-            # The SDK reads config numbers as Decimal.
-            max_concurrent_jobs=int(config["max_concurrent_jobs"]),
-            fragment_concurrency=int(config["fragment_concurrency"]),
-            poll_interval=float(config["job_poll_interval_seconds"]),
-            job_timeout=float(config["job_timeout_seconds"]),
-            clock=clock,
-            log=self.logger,
-            on_requesting=on_requesting,
-            on_created=on_created,
-        )
         specs = [
             JobSpec(window, export_type, self.request_body(window, export_type), state.pending_job(window, export_type))
             for window in windows
         ]
-        for spec, job_id, records in engine.run(specs):
+        for spec, job_id, records in self._engine(state).run(specs):
             try:
                 yield from records
             except DataError:
@@ -102,6 +76,35 @@ class BackstoryExportStream(TapStream):
                 raise
             state.window_done(spec.window, export_type, today, last=spec.window == windows[-1])
             self.checkpoint()
+
+    def _engine(self, state: ExportState) -> ExportJobs:
+        """The job engine, with every job request and creation written to state at once."""
+
+        def on_requesting(spec: JobSpec, at: dt.datetime) -> None:
+            # Announced before the request: a run killed before the answer looks for the job in Backstory's list.
+            state.job_requested(spec.window, spec.export_type, at)
+            self.checkpoint()
+
+        def on_created(spec: JobSpec, job_id: str, created_at: dt.datetime) -> None:
+            # Kept in state at once: a run killed from here on resumes with this job, not a new one.
+            state.job_created(spec.window, spec.export_type, job_id, created_at)
+            self.checkpoint()
+
+        config = self.config
+        return ExportJobs(
+            self.api,
+            self.kind,
+            parse=self.parse,
+            # The SDK reads config numbers as Decimal.
+            max_concurrent_jobs=int(config["max_concurrent_jobs"]),
+            fragment_concurrency=int(config["fragment_concurrency"]),
+            poll_interval=float(config["job_poll_interval_seconds"]),
+            job_timeout=float(config["job_timeout_seconds"]),
+            clock=self.tap.clock,
+            log=self.logger,
+            on_requesting=on_requesting,
+            on_created=on_created,
+        )
 
 
 class ActivitiesStream(BackstoryExportStream):
