@@ -210,7 +210,10 @@ class ExportState:
         Its data is as of its job's creation: a job an earlier run created (and this one resumed) earns the
         day before the day it was created, not the day before today."""
         pending = self.pending_job(window, export_type)
-        as_of = min(today, pending.created_at.date()) if pending else today
+        as_of = today
+        if pending is not None:
+            created = pending.created_at
+            as_of = min(today, (created.astimezone(dt.UTC) if created.tzinfo else created).date())
         self._drop_pending(window, export_type)
         reached = completed_through(window, as_of)
         if self.bookmark is None or reached > self.bookmark:

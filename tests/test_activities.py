@@ -376,3 +376,23 @@ def test_a_backfill_killed_after_its_future_window_job_was_made_resumes_it_the_n
         assert all(w["end_date"] != "2026-03-11" for w in windows(sb))  # no second job for the stretched window
         assert stream_state(resumed.final_state, "activities")["bookmark"] == "2026-02-28"
         assert set(uids_of(killed)) | set(uids_of(resumed)) == expected_uids(sb, made)
+
+
+def test_a_run_killed_after_falling_back_resumes_the_fallback_job_without_asking_again():
+    with sandbox(future_activity_days=AHEAD, refuse_future_end_date=True, job_run_seconds=0.5) as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=15)
+
+        def fallback_job_saved(message: dict, _: list[dict]) -> bool:
+            pending = stream_state(message["value"], "activities").get("pending_jobs", []) if message[
+                "type"
+            ] == "STATE" else []
+            return any(entry["window_end"] == "2026-03-01" and entry["job_id"] for entry in pending)
+
+        killed = run_until(config, fallback_job_saved, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()})
+        made = windows(sb)
+        sb.reset_stats()
+        resumed = run(sb, config, state=killed.final_state)
+        assert "resuming export job" in resumed.stderr and "refused" not in resumed.stderr
+        assert windows(sb) == [] and sb.stats()["requests_by_status"].get("400") is None
+        assert set(uids_of(killed)) | set(uids_of(resumed)) == expected_uids(sb, made)
+        assert stream_state(resumed.final_state, "activities")["pending_jobs"] == []
