@@ -34,6 +34,9 @@ KNOWN_STATES = {state.lower(): state for state in (*WAITING_STATES, *FAILED_STAT
 KNOWN_STATES["cancelled"] = "Canceled"  # both spellings are in use
 MAX_JOB_RETRIES = 2
 """A window whose job ends Failed/Canceled gets this many new jobs before the run fails."""
+REFUSED_REQUEST = frozenset({400, 422})
+"""How Backstory may refuse a job's parameters (here: an end date after today, which the docs neither allow
+nor forbid)."""
 ORPHAN_CLOCK_SKEW = dt.timedelta(minutes=5)
 """A job in Backstory's list counts as the one an interrupted run requested if created at most this long
 before the request time in state (the two clocks differ; `job_created_time` has whole seconds)."""
@@ -49,6 +52,7 @@ class JobSpec:
     export_type: str  # "snapshot" | "delta"; the state key (contacts send no export_type in the body)
     body: dict
     resume: PendingJob | None = None  # a job created by an earlier run for this very window
+    fallback: JobSpec | None = None  # the same window ending today, if Backstory refuses an end date after it
 
     def __str__(self) -> str:
         return f"{self.window} ({self.export_type})"
@@ -213,6 +217,9 @@ class ExportJobs:
             response = self.api.request("POST", self.path, json=slot.spec.body, retry=False)
         except ApiError as exc:
             if not _is_temporary(exc):
+                if exc.status in REFUSED_REQUEST and slot.spec.fallback is not None:
+                    self._fall_back(slot, exc)
+                    return self._create(slot)
                 raise
             retry_after = getattr(exc, "retry_after", None)
             slot.create_wait = min(max(slot.create_wait * 1.5, self.poll_interval), slot.poll.cap)
@@ -235,6 +242,23 @@ class ExportJobs:
         self.log.info("Window %s: created export job %s (%s)", slot.spec, slot.job_id, slot.state)
         self.on_created(slot.spec, slot.job_id, self.clock.now())
         return True
+
+    def _fall_back(self, slot: _Slot, refusal: ApiError) -> None:
+        """Ask for the window ending today instead; the slot keeps it for its retries, so Backstory is asked
+        about the future end date once a run."""
+        fallback = slot.spec.fallback
+        assert fallback is not None
+        today = fallback.window.end
+        self.log.warning(
+            "Window %s: Backstory refused the end date %s after today (%s); asking for %s instead: activities "
+            "dated after %s and processed before it are in no export (the deltas start at today's processing date)",
+            slot.spec,
+            slot.spec.window.end,
+            one_line(refusal),
+            fallback.window,
+            today,
+        )
+        slot.spec, slot.requested = fallback, False
 
     def _adopt(self, slot: _Slot) -> bool:
         """Reuse the job an earlier run created for this window, if Backstory still has it usable."""

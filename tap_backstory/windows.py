@@ -152,17 +152,28 @@ class ExportState:
         end_date: dt.date,
         snapshot_window_days: int,
         delta_window_days: int | None,
+        reach_future: bool = False,
     ) -> tuple[str, list[Window]]:
         """(export type, windows) of this run; `delta_window_days=None` means the stream has no delta type.
 
         The snapshot backfill runs until it reached the end once (even across interrupted runs: a delta
         window only covers days *processed* in it, not a backfill's activity days); after that, delta.
+
+        `reach_future` (the end is the default, today): the backfill's last window is stretched past today to
+        its full `snapshot_window_days`. The deltas that follow start at today's processing date, so an
+        activity dated after today but processed before it (a meeting booked for next month) is in a
+        snapshot or in nothing. Stretching costs no extra job, and the window's end no longer depends on
+        today, so a run resumed on a later day plans the same window and finds its pending job.
         """
         bookmark = self.bookmark
         start = start_date if bookmark is None else next_start(bookmark)
         if delta_window_days is not None and self.state.get("snapshot_done"):
             return "delta", plan_windows(start, end_date, delta_window_days)
-        return "snapshot", plan_windows(start, end_date, snapshot_window_days)
+        windows = plan_windows(start, end_date, snapshot_window_days)
+        if reach_future and delta_window_days is not None and windows:
+            last = windows[-1]
+            windows[-1] = Window(last.start, last.start + dt.timedelta(days=snapshot_window_days - 1))
+        return "snapshot", windows
 
     def pending_job(self, window: Window, export_type: str) -> PendingJob | None:
         for entry in self.state.get("pending_jobs", []):
@@ -197,7 +208,14 @@ class ExportState:
         self._set_pending(window, export_type, job_id=str(job_id), created_at=format_timestamp(created_at))
 
     def _set_pending(self, window: Window, export_type: str, **entry: str | None) -> None:
-        self._drop_pending(window, export_type)
+        # One entry per window start: a window asked for again with another end (Backstory refused its end
+        # date in the future) replaces the refused request's entry, for which no job exists.
+        start = window.start.isoformat()
+        self.state["pending_jobs"] = [
+            other
+            for other in self.state.get("pending_jobs", [])
+            if (other.get("window_start"), other.get("export_type")) != (start, export_type)
+        ]
         self.state.setdefault("pending_jobs", []).append(
             {
                 "window_start": window.start.isoformat(),
@@ -208,9 +226,17 @@ class ExportState:
         )
 
     def window_done(self, window: Window, export_type: str, today: dt.date, *, last: bool) -> None:
-        """Advance the bookmark past a fully emitted window (never backwards)."""
+        """Advance the bookmark past a fully emitted window (never backwards).
+
+        Its data is as of its job's creation: a job an earlier run created (and this one resumed) earns the
+        day before the day it was created, not the day before today."""
+        pending = self.pending_job(window, export_type)
+        as_of = today
+        if pending is not None:
+            created = pending.created_at
+            as_of = min(today, (created.astimezone(dt.UTC) if created.tzinfo else created).date())
         self._drop_pending(window, export_type)
-        reached = completed_through(window, today)
+        reached = completed_through(window, as_of)
         if self.bookmark is None or reached > self.bookmark:
             self.state["bookmark"] = reached.isoformat()
         if last and export_type == "snapshot":

@@ -11,7 +11,9 @@ Behaviour, with the vendor doc it follows (files in ``shared/api``):
   (200 with the job object). Use limits per org: at most 2 jobs Running, at most 10 Queued+Running (the 11th
   create gets 429 ``TooManyRequestsException``); files are kept 10 days, older jobs answer 404.
   Date ranges: delta ``end - start <= 14`` days, snapshot and contacts ``end - start <= 365`` days;
-  no date after today. Enum values are matched case-insensitively (public code sends "Delta").
+  no start_date after today; an end_date after today is taken (activities dated ahead, e.g. scheduled
+  meetings, are in a snapshot) unless ``refuse_future_end_date`` is on. Enum values are matched
+  case-insensitively (public code sends "Delta").
 * ``GET .../jobs/{id}``: the same job object; ``GET .../jobs``: ``{"jobs": [...]}`` of the last 10 days.
 * ``GET .../jobs/{id}/data[?fragment=N]``: fragments are 0-based; no fragment = all fragments stitched into one
   file. Activities are JSON Lines; contacts are CSV with a header row (every fragment is a standalone CSV
@@ -188,7 +190,8 @@ class Backstory:
         if not isinstance(body, dict):
             raise ApiError(400, "Invalid request body: expected a JSON object")
         today = self.state.today()
-        params = (_activity_params if stream == "activities" else _contact_params)(body, today)
+        params = (_activity_params if stream == "activities" else _contact_params)(
+            body, today, self.state.settings.refuse_future_end_date)
         st = self.state
         if st.take("burst_429"):
             st.event("too_many_jobs", stream=stream, injected=True)
@@ -360,7 +363,7 @@ class Backstory:
         key = {"code": _data_code_hash(), "stream": job.stream, "today": job.today.isoformat(), "seed": s.seed,
                "skip": skip, "limit": limit, "params": {k: str(v) for k, v in sorted(p.items())}}
         if job.stream == "activities":
-            key.update(per_day=s.activities_per_day, extra=s.extra_activity_fields)
+            key.update(per_day=s.activities_per_day, extra=s.extra_activity_fields, ahead=s.future_activity_days)
         else:
             key.update(per_day=s.contacts_per_day, json_style=s.contacts_json_style)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
@@ -482,31 +485,31 @@ def _bool(body: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _range(start: date, end: date, today: date, max_days: int, label: str) -> None:
+def _range(start: date, end: date, today: date, max_days: int, label: str, refuse_future_end: bool) -> None:
     if end < start:
         raise ApiError(400, "Invalid date range: endDate is before startDate")
-    if start > today or end > today:
+    if start > today or (refuse_future_end and end > today):
         raise ApiError(400, f"Invalid date range: dates must not be after today ({today.isoformat()})")
     if (end - start).days > max_days:
         raise ApiError(400, f"Invalid date range: the maximum date range for {label} is {max_days} days")
 
 
-def _activity_params(body: dict[str, Any], today: date) -> dict[str, Any]:
+def _activity_params(body: dict[str, Any], today: date, refuse_future_end: bool) -> dict[str, Any]:
     start, end = _date(body, "start_date"), _date(body, "end_date")
     export_type = _enum(body, "export_type", {"snapshot": "snapshot", "delta": "delta"}, None)
     activity_type = _enum(body, "activity_type", {t: t for t in ("email", "meeting", "call", "all")}, "all")
     output_format = _enum(body, "output_format", {"jsonlines": "JSONLines"}, "JSONLines")
     if export_type == "delta":
-        _range(start, end, today, 14, "delta exports")
+        _range(start, end, today, 14, "delta exports", refuse_future_end)
     else:
-        _range(start, end, today, 365, "snapshot exports")
+        _range(start, end, today, 365, "snapshot exports", refuse_future_end)
     return {"start_date": start, "end_date": end, "export_type": export_type, "activity_type": activity_type,
             "output_format": output_format}
 
 
-def _contact_params(body: dict[str, Any], today: date) -> dict[str, Any]:
+def _contact_params(body: dict[str, Any], today: date, refuse_future_end: bool) -> dict[str, Any]:
     start, end = _date(body, "start_date"), _date(body, "end_date")
-    _range(start, end, today, 365, "contact exports")
+    _range(start, end, today, 365, "contact exports", refuse_future_end)
     filters: dict[str, Any] = {
         "include_historical": _bool(body, "include_historical", True),
         "include_existing": _bool(body, "include_existing", True),

@@ -16,6 +16,8 @@ Backstory activities (vendor schema: research notes 1.3.6)
     * ``activities_per_day`` activities per activity day; type mix about 50% email, 30% meeting, 20% call.
     * ``timestamp`` is the activity time, ``ingest_timestamp`` the processing time; the ingest day is the
       activity day plus 0..3 days. Timestamps carry no offset (``2022-07-11T00:00:00``), like the vendor.
+    * ``future_activity_days`` N > 0: half of the meetings are scheduled ahead, processed 1..N days *before*
+      their activity day, so activities dated after today exist (the snapshot/delta hand-off case).
     * ``snapshot`` selects by activity day, ``delta`` by ingest day; an activity exists only once its ingest
       day is <= today.
     * Keys without a value are omitted, as the vendor does; ``stats`` holds only the keys that apply to the
@@ -129,21 +131,32 @@ def iter_activity_keys(settings: SandboxSettings, start: date, end: date, export
     Cheap (no rendering): used to count, to split into fragments and by ``expected_activity_uids``.
     """
     today = today or settings.current_day()
-    seed, per_day = settings.seed, settings.activities_per_day
-    first = start if export_type == "snapshot" else start - timedelta(days=3)
-    for day in daterange(first, end):
+    seed, per_day, ahead = settings.seed, settings.activities_per_day, settings.future_activity_days
+    if export_type == "snapshot":
+        first, last = start, end
+    else:  # activity days whose ingest day can fall in [start, end]
+        first, last = start - timedelta(days=3), end + timedelta(days=ahead)
+    for day in daterange(first, last):
         o = day.toordinal()
         for i in range(per_day):
             h = _mix(seed, _SALT_ACT, o, i)
             t = _activity_type(h)
             if activity_type != "all" and t != activity_type:
                 continue
-            ingest = o + (h >> 8) % 4
+            ingest = _ingest_ordinal(o, h, t, ahead)
             if ingest > today.toordinal():
                 continue
             if export_type == "delta" and not (start.toordinal() <= ingest <= end.toordinal()):
                 continue
             yield day, i, h, t, date.fromordinal(ingest)
+
+
+def _ingest_ordinal(day: int, h: int, atype: str, ahead: int) -> int:
+    """Processing day of an activity: 0..3 days after it, or 1..``ahead`` days before it (a scheduled
+    meeting: half of them when ``future_activity_days`` is on)."""
+    if ahead and atype == "meeting" and (h >> 16) % 2:
+        return day - 1 - (h >> 24) % ahead
+    return day + (h >> 8) % 4
 
 
 def expected_activity_uids(settings: SandboxSettings, start: date, end: date, export_type: str,

@@ -40,6 +40,10 @@ class SandboxSettings:
     """The sandbox's 'today' (UTC). None = the real UTC date. Drives date validation, retention and windows."""
     activities_per_day: int = 20
     """Activities generated per activity day (email/meeting/call mix)."""
+    future_activity_days: int = 0
+    """Meetings scheduled ahead: with N > 0, half of the meetings are processed 1..N days *before* their
+    activity day (a meeting booked for next week), so some activities are dated after today. 0 = every
+    activity is processed 0..3 days after it happened (the default data)."""
     contacts_per_day: int = 10
     """Enriched contacts generated per (last-engaged) day."""
     feed_a_rows_per_day: int = 40
@@ -87,6 +91,9 @@ class SandboxSettings:
     max_running_jobs: int = 2
     max_alive_jobs: int = 10
     retention_days: int = 10
+    refuse_future_end_date: bool = False
+    """Answer a job whose end_date is after today with 400 ``BadRequestException`` (the docs do not say
+    whether Backstory takes a date range reaching into the future; by default the sandbox takes it)."""
 
     # --- faults -----------------------------------------------------------------------------------------
     error_rate: float = 0.0

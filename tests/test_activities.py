@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tap_backstory_sandbox.data import expected_activity_uids
 from tests.backstory_support import (
     TODAY,
     D,
@@ -106,7 +107,8 @@ def test_a_window_failing_every_time_stops_the_run_naming_the_job_and_keeps_the_
         )
         last_job = windows(sb)[-1]
         assert result.returncode != 0
-        assert f"export job {last_job['job_id']} for window 2026-02-21..2026-03-01" in result.error_line
+        # An interrupted backfill: its last window runs its full 365 days, past today.
+        assert f"export job {last_job['job_id']} for window 2026-02-21..2027-02-20" in result.error_line
         assert "Failed" in result.error_line and "gave up after 3 jobs" in result.error_line
         assert stream_state(result.final_state, "activities")["bookmark"] == "2026-02-20"
         assert len(windows(sb)) == 3
@@ -118,7 +120,7 @@ def test_a_job_that_never_completes_times_out_naming_the_job_and_the_setting():
         result = run_tap(config, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()}, timeout=60)
         job_id = windows(sb)[0]["job_id"]
         assert result.returncode != 0
-        assert f"export job {job_id} for window 2026-02-20..2026-03-01" in result.error_line
+        assert f"export job {job_id} for window 2026-02-20..2027-02-19" in result.error_line  # stretched past today
         assert "job_timeout_seconds=1" in result.error_line
 
 
@@ -221,7 +223,7 @@ def test_a_catalog_asking_for_incremental_replication_still_syncs():
 def test_a_refused_later_window_still_lets_the_earlier_windows_out_first():
     """The job of window 3 is refused (400: its end date is after the sandbox's today) while window 1 is
     still being read; windows 1 and 2 must still be emitted and bookmarked before the run fails."""
-    with sandbox() as sb:
+    with sandbox(refuse_future_end_date=True) as sb:
         config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=7)
         tomorrow = (TODAY + dt.timedelta(days=1)).isoformat()  # the tap's clock runs one day ahead
         result = run_tap(config, env={"TAP_BACKSTORY_TODAY": tomorrow}, timeout=60)
@@ -288,3 +290,109 @@ def test_a_listed_job_is_adopted_only_if_it_matches_the_request_and_followed_it(
         assert "none in Backstory's job list" in result.stderr and "adopting" not in result.stderr
         assert len(windows(sb)) == 2  # both windows got new jobs
         assert set(uids_of(result)) == expected_uids(sb, windows(sb))
+
+
+# --- the snapshot/delta hand-off: activities dated after today, processed before it ----------------------
+AHEAD = 10  # the sandbox's meetings are booked up to this many days ahead
+
+
+def _all_processed_by(sb, day: dt.date, start: dt.date) -> set[str]:
+    """Every activity dated from `start` on that Backstory had processed by the end of `day`."""
+    return expected_activity_uids(sb.settings, start, day + dt.timedelta(days=AHEAD), "snapshot", today=day)
+
+
+def test_a_snapshot_then_a_delta_deliver_every_activity_including_those_dated_after_the_hand_off():
+    with sandbox(future_activity_days=AHEAD) as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=15)
+        first = run(sb, config)
+        snapshot_windows = windows(sb)
+        # The last window runs to its full 15 days, 10 of them after today.
+        assert [(w["start_date"], w["end_date"]) for w in snapshot_windows] == [
+            ("2026-02-10", "2026-02-24"),
+            ("2026-02-25", "2026-03-11"),
+        ]
+        assert "reaches 2026-03-11, 10 day(s) after today" in first.stderr
+        ahead = {r["uid"] for r in first.records("activities") if r["timestamp"][:10] > TODAY.isoformat()}
+        assert ahead == expected_activity_uids(sb.settings, TODAY + dt.timedelta(days=1), D("2026-03-11"), "snapshot")
+        assert ahead  # some meetings are booked ahead
+        assert stream_state(first.final_state, "activities") == {
+            "bookmark": "2026-02-28",
+            "snapshot_done": True,
+            "pending_jobs": [],
+        }
+
+        later = TODAY + dt.timedelta(days=5)
+        sb.set_today(later)
+        sb.reset_stats()
+        second = run(sb, config, state=first.final_state)
+        assert [(w["export_type"], w["start_date"], w["end_date"]) for w in windows(sb)] == [
+            ("delta", "2026-03-01", later.isoformat())
+        ]
+        uids = uids_of(first) + uids_of(second)
+        assert set(uids) == _all_processed_by(sb, later, D("2026-02-10"))
+        assert len(uids_of(first)) == len(set(uids_of(first))) and len(uids_of(second)) == len(set(uids_of(second)))
+
+
+def test_a_backstory_refusing_a_future_end_date_falls_back_to_today_once_and_says_what_it_misses():
+    with sandbox(future_activity_days=AHEAD, refuse_future_end_date=True) as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=15)
+        result = run(sb, config)
+        created = windows(sb)
+        assert [(w["start_date"], w["end_date"]) for w in created] == [
+            ("2026-02-10", "2026-02-24"),
+            ("2026-02-25", "2026-03-01"),
+        ]
+        assert sb.stats()["requests_by_status"].get("400") == 1  # one refusal, then it is remembered
+        warnings = [line for line in result.stderr.splitlines() if "refused the end date 2026-03-11" in line]
+        assert len(warnings) == 1
+        assert "activities dated after 2026-03-01 and processed before it are in no export" in warnings[0]
+        uids = uids_of(result)
+        assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, created)
+        assert stream_state(result.final_state, "activities") == {
+            "bookmark": "2026-02-28",
+            "snapshot_done": True,
+            "pending_jobs": [],
+        }
+
+
+def test_a_backfill_killed_after_its_future_window_job_was_made_resumes_it_the_next_day():
+    """The stretched window does not depend on today: a run resumed a day later finds its pending job, and
+    the bookmark it earns is the day before that job's creation, so the first delta misses nothing."""
+    with sandbox(future_activity_days=AHEAD, job_run_seconds=0.5) as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=15)
+
+        def last_window_job_saved(message: dict, _: list[dict]) -> bool:
+            pending = stream_state(message["value"], "activities").get("pending_jobs", []) if message[
+                "type"
+            ] == "STATE" else []
+            return any(entry["window_end"] == "2026-03-11" and entry["job_id"] for entry in pending)
+
+        killed = run_until(config, last_window_job_saved, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()})
+        made = windows(sb)
+        sb.set_today(TODAY + dt.timedelta(days=1))
+        sb.reset_stats()
+        resumed = run(sb, config, state=killed.final_state)
+        assert "resuming export job" in resumed.stderr
+        assert all(w["end_date"] != "2026-03-11" for w in windows(sb))  # no second job for the stretched window
+        assert stream_state(resumed.final_state, "activities")["bookmark"] == "2026-02-28"
+        assert set(uids_of(killed)) | set(uids_of(resumed)) == expected_uids(sb, made)
+
+
+def test_a_run_killed_after_falling_back_resumes_the_fallback_job_without_asking_again():
+    with sandbox(future_activity_days=AHEAD, refuse_future_end_date=True, job_run_seconds=0.5) as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=15)
+
+        def fallback_job_saved(message: dict, _: list[dict]) -> bool:
+            pending = stream_state(message["value"], "activities").get("pending_jobs", []) if message[
+                "type"
+            ] == "STATE" else []
+            return any(entry["window_end"] == "2026-03-01" and entry["job_id"] for entry in pending)
+
+        killed = run_until(config, fallback_job_saved, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()})
+        made = windows(sb)
+        sb.reset_stats()
+        resumed = run(sb, config, state=killed.final_state)
+        assert "resuming export job" in resumed.stderr and "refused" not in resumed.stderr
+        assert windows(sb) == [] and sb.stats()["requests_by_status"].get("400") is None
+        assert set(uids_of(killed)) | set(uids_of(resumed)) == expected_uids(sb, made)
+        assert stream_state(resumed.final_state, "activities")["pending_jobs"] == []

@@ -19,9 +19,21 @@ D = dt.date.fromisoformat
 TODAY = D("2026-03-01")
 
 
-def plan(state: dict, *, delta: bool = True, start: str = "2025-01-01", end: dt.date = TODAY, snapshot_days=365):
+def plan(
+    state: dict,
+    *,
+    delta: bool = True,
+    start: str = "2025-01-01",
+    end: dt.date = TODAY,
+    snapshot_days=365,
+    reach_future: bool = False,
+):
     return ExportState(state).plan(
-        start_date=D(start), end_date=end, snapshot_window_days=snapshot_days, delta_window_days=14 if delta else None
+        start_date=D(start),
+        end_date=end,
+        snapshot_window_days=snapshot_days,
+        delta_window_days=14 if delta else None,
+        reach_future=reach_future,
     )
 
 
@@ -141,3 +153,62 @@ def test_contactbased_lookbacks_end_today_and_name_the_days_out_of_reach():
     assert lookback_since(D("2026-02-20"), TODAY) == 10
     assert out_of_reach(D("2026-02-20"), TODAY, cap=10) is None
     assert out_of_reach(D("2026-02-20"), TODAY, cap=7) == Window(D("2026-02-20"), D("2026-02-22"))
+
+
+def test_a_backfill_to_today_stretches_its_last_window_into_the_future_to_its_full_length():
+    """Meetings dated after today but processed before it are in no delta (those start today): the last
+    snapshot window takes them, as far as the window length (at most Backstory's one year) allows."""
+    export_type, windows = plan({}, start="2026-02-10", snapshot_days=15, reach_future=True)
+    assert export_type == "snapshot"
+    assert windows == [Window(D("2026-02-10"), D("2026-02-24")), Window(D("2026-02-25"), D("2026-03-11"))]
+    _, windows = plan({}, start="2025-03-02", reach_future=True)  # a year back: the one window is full already
+    assert windows == [Window(D("2025-03-02"), TODAY)]
+    _, windows = plan({}, start="2025-03-01", reach_future=True)  # 366 days: a 1-day window, stretched
+    assert windows == [Window(D("2025-03-01"), D("2026-02-28")), Window(TODAY, D("2027-02-28"))]
+    assert all(w.days <= 365 for w in windows)
+    # An interrupted backfill resumed on a later day plans the very same last window (its pending job matches).
+    assert plan({"bookmark": "2026-02-24"}, start="2026-02-10", snapshot_days=15, reach_future=True)[1] == [
+        Window(D("2026-02-25"), D("2026-03-11"))
+    ]
+    later = TODAY + dt.timedelta(days=3)
+    assert plan({"bookmark": "2026-02-24"}, start="2026-02-10", end=later, snapshot_days=15, reach_future=True)[
+        1
+    ] == [Window(D("2026-02-25"), D("2026-03-11"))]
+
+
+def test_only_a_backfill_to_the_default_end_reaches_into_the_future():
+    _, windows = plan({}, start="2026-02-10", snapshot_days=15)  # a user's end_date is the end
+    assert windows[-1].end == TODAY
+    state = {"bookmark": "2026-02-20", "snapshot_done": True}
+    assert plan(state, reach_future=True)[1][-1].end == TODAY  # deltas select processing days: none ahead
+    _, windows = plan({}, start="2026-02-10", snapshot_days=15, delta=False, reach_future=True)
+    assert windows[-1].end == TODAY  # a stream without delta has no hand-off to cover
+
+
+def test_a_window_reaching_into_the_future_earns_yesterday_like_one_ending_today():
+    state: dict = {}
+    ExportState(state).window_done(Window(D("2026-02-25"), D("2026-03-11")), "snapshot", TODAY, last=True)
+    assert state["bookmark"] == "2026-02-28" and state["snapshot_done"] is True
+    assert plan(state)[1] == [Window(TODAY, TODAY)]  # the first delta starts today: the hand-off has no gap
+
+
+def test_a_job_created_on_an_earlier_day_earns_the_day_before_its_creation():
+    """A run killed after creating the last window's job, resumed the next day, reuses the job: its data is
+    as of its creation, so the days from then on must still come from the deltas."""
+    state: dict = {}
+    export = ExportState(state)
+    window = Window(D("2026-02-25"), D("2026-03-11"))
+    export.job_created(window, "snapshot", "42", dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC))
+    export.window_done(window, "snapshot", TODAY + dt.timedelta(days=1), last=True)
+    assert state["bookmark"] == "2026-02-28"
+
+
+def test_a_window_retried_with_another_end_keeps_one_pending_entry():
+    """Backstory refused the future end date: the window is asked for again ending today; the refused
+    request's entry must not linger (a resumed run would look for a job that never existed)."""
+    state: dict = {}
+    export = ExportState(state)
+    asked = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
+    export.job_requested(Window(D("2026-02-25"), D("2026-03-11")), "snapshot", asked)
+    export.job_requested(Window(D("2026-02-25"), TODAY), "snapshot", asked)
+    assert [(e["window_start"], e["window_end"]) for e in state["pending_jobs"]] == [("2026-02-25", "2026-03-01")]

@@ -6,6 +6,7 @@ and key, the request body, how a file is parsed, and whether it has a `delta` ex
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import typing as t
 
@@ -51,18 +52,27 @@ class BackstoryExportStream(TapStream):
             end_date=end,
             snapshot_window_days=int(config["snapshot_window_days"]),
             delta_window_days=int(config["delta_window_days"]) if self.has_delta else None,
+            reach_future=not config.get("end_date"),  # a user's end_date is where the user wants it to end
         )
-        state.keep_pending(windows, export_type)
+        # A window reaching past today falls back to ending today if Backstory refuses its end date.
+        fallbacks = {window: Window(window.start, end) for window in windows if window.end > end}
+        state.keep_pending([*windows, *fallbacks.values()], export_type)
         if not windows:
             self.logger.info("%s: nothing to do, the bookmark %s already reaches %s", self.name, state.bookmark, end)
             return
         self.logger.info(
             "%s: %d %s window(s) from %s to %s", self.name, len(windows), export_type, windows[0].start, end
         )
-        specs = [
-            JobSpec(window, export_type, self.request_body(window, export_type), state.pending_job(window, export_type))
-            for window in windows
-        ]
+        for window in fallbacks:
+            self.logger.info(
+                "%s: the last snapshot window reaches %s, %d day(s) after today, for activities dated ahead "
+                "(meetings) that were processed before the deltas start; those dated later are in no export",
+                self.name,
+                window.end,
+                (window.end - end).days,
+            )
+
+        specs = [self._job_spec(window, export_type, state, fallbacks.get(window)) for window in windows]
         for spec, job_id, records in self._engine(state).run(specs):
             try:
                 yield from records
@@ -74,7 +84,8 @@ class BackstoryExportStream(TapStream):
                 self.logger.warning("Window %s: job %s is dropped from state; the next run creates a new one",
                                     spec, job_id)
                 raise
-            state.window_done(spec.window, export_type, today, last=spec.window == windows[-1])
+            # `spec.window` may be a fallback ending earlier than the planned window: compare starts.
+            state.window_done(spec.window, export_type, today, last=spec.window.start == windows[-1].start)
             self.checkpoint()
 
     def _engine(self, state: ExportState) -> ExportJobs:
@@ -105,6 +116,19 @@ class BackstoryExportStream(TapStream):
             on_requesting=on_requesting,
             on_created=on_created,
         )
+
+    def _job_spec(self, window: Window, export_type: str, state: ExportState, fallback: Window | None) -> JobSpec:
+        def spec_of(window: Window) -> JobSpec:
+            body = self.request_body(window, export_type)
+            return JobSpec(window, export_type, body, state.pending_job(window, export_type))
+
+        spec = spec_of(window)
+        if fallback is None:
+            return spec
+        fallen_back = spec_of(fallback)
+        if fallen_back.resume is not None and spec.resume is None:
+            return fallen_back  # an interrupted run today fell back already: go on with its job
+        return dataclasses.replace(spec, fallback=fallen_back)
 
 
 class ActivitiesStream(BackstoryExportStream):

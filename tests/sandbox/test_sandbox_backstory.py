@@ -70,7 +70,7 @@ def test_token_expiry():
     ({"start_date": "2026-02-10", "end_date": "2026-02-01"}, "before"),
     ({"export_type": "delta", "start_date": "2026-02-01", "end_date": "2026-02-16"}, "14 days"),
     ({"start_date": "2025-02-28", "end_date": "2026-03-01"}, "365 days"),
-    ({"end_date": "2026-03-02"}, "after today"),
+    ({"start_date": "2026-03-02", "end_date": "2026-03-02"}, "after today"),
 ])
 def test_activity_job_validation(sb, body, fragment):
     r = create_job(sb, token(sb), **body)
@@ -220,6 +220,41 @@ def test_snapshot_vs_delta_selection(sb):
     assert 0 < len(recent) < sb.settings.activities_per_day
     emails = expected_activity_uids(sb.settings, start, end, "snapshot", "email")
     assert emails and emails < {r["uid"] for r in got["snapshot"]}
+
+
+def test_future_dated_meetings_are_in_a_snapshot_by_activity_day_and_in_a_delta_by_processing_day():
+    with Sandbox(fast_settings(future_activity_days=10)) as sb:
+        h = token(sb)
+        ahead = expected_activity_uids(sb.settings, date(2026, 3, 2), date(2026, 3, 20), "snapshot")
+        assert ahead and all(uid.startswith("ACT-202603") for uid in ahead)  # dated after today, processed
+        job = wait_job(sb, h, create_job(sb, h, start_date="2026-03-01", end_date="2026-03-20").json()["job_id"])
+        recs = [json.loads(x) for x in requests.get(data_url(sb, job["job_id"]), headers=h).text.splitlines()]
+        assert {r["uid"] for r in recs} == expected_activity_uids(sb.settings, TODAY, date(2026, 3, 20), "snapshot")
+        future = [r for r in recs if r["timestamp"][:10] > str(TODAY)]
+        assert {r["uid"] for r in future} == ahead
+        assert all(r["type"] == "meeting" and r["ingest_timestamp"][:10] <= str(TODAY) for r in future)
+        # The same meetings come in the delta of the days they were processed on.
+        start = date(2026, 2, 20)
+        job = wait_job(sb, h, create_job(sb, h, start_date=str(start), end_date=str(TODAY),
+                                         export_type="delta").json()["job_id"])
+        delta = {json.loads(x)["uid"] for x in requests.get(data_url(sb, job["job_id"]), headers=h).text.splitlines()}
+        assert delta == expected_activity_uids(sb.settings, start, TODAY, "delta") and ahead < delta
+    # Off (the default): the data is unchanged, nothing is dated after today.
+    with Sandbox(fast_settings()) as sb:
+        assert not expected_activity_uids(sb.settings, date(2026, 3, 2), date(2026, 3, 20), "snapshot")
+
+
+def test_an_end_date_after_today_is_taken_unless_refused():
+    with Sandbox(fast_settings(refuse_future_end_date=True)) as sb:
+        h = token(sb)
+        for stream in ("activities", "contacts"):
+            r = create_job(sb, token(sb, "object") if stream == "contacts" else h, stream, end_date="2026-03-02")
+            assert r.status_code == 400
+            assert r.json() == {"error": "BadRequestException",
+                                "message": "Invalid date range: dates must not be after today (2026-03-01)"}
+        assert create_job(sb, h, end_date="2026-03-01").status_code == 200
+    with Sandbox(fast_settings()) as sb:
+        assert create_job(sb, token(sb), end_date="2026-03-02").status_code == 200
 
 
 def test_contacts_json_and_csv_same_data(sb):

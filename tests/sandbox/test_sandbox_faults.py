@@ -114,7 +114,7 @@ def test_admin_endpoints(sb):
     assert requests.post(base + "/configure", json={"no_such_setting": 1}).status_code == 400
     assert requests.post(base + "/configure", json={"fragments": "many"}).status_code == 400
     h = token(sb)
-    assert create_job(sb, h, start_date="2026-02-20", end_date="2026-02-21").status_code == 400  # after today
+    assert create_job(sb, h, start_date="2026-02-21", end_date="2026-02-21").status_code == 400  # starts after today
     stats = requests.get(base + "/stats").json()
     assert stats["token_requests"] == {"activity": 1} and stats["requests_by_status"]["400"] == 1
     events = requests.get(base + "/events").json()["events"]
