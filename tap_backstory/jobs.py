@@ -15,6 +15,7 @@ import datetime as dt
 import http.client
 import logging
 import math
+import os
 import re
 import tempfile
 import threading
@@ -50,6 +51,10 @@ BYTES_PER_TIMEOUT_STEP = 20 * 1024 * 1024
 SECONDS_PER_TIMEOUT_STEP = 60
 """Backstory: "the maximum timeout for data retrieval ... is 60 seconds per 20mb of data"."""
 MAX_POLL_INTERVAL = 60.0
+HEARTBEAT_SECONDS = 120.0
+"""While a window's job is Queued/Running (for hours, at times), one INFO line at least this often."""
+HEARTBEAT_ENV_VAR = "TAP_BACKSTORY_HEARTBEAT_SECONDS"
+"""Overrides HEARTBEAT_SECONDS (tests; unset in production)."""
 NO_SUCH_FRAGMENT = frozenset({400, 404, 416, 422})
 POLL_AGE_FRACTION = 0.25
 ORPHAN_CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -75,9 +80,15 @@ class JobSpec:
     export_type: str  # "snapshot" | "delta"; the state key (contacts send no export_type in the body)
     body: dict
     resume: PendingJob | None = None  # a job created by an earlier run for this very window
+    number: int = 1  # this window's place in the run: `number` of `count`
+    count: int = 1
 
     def __str__(self) -> str:
         return f"{self.window} ({self.export_type})"
+
+    @property
+    def progress(self) -> str:
+        return f"{self.number} of {self.count}: {self}"
 
 
 @dataclass
@@ -90,9 +101,11 @@ class _Slot:
     info: dict = field(default_factory=dict)
     jobs_created: int = 0
     started: float = 0.0  # monotonic: when the current job was created (or adopted)
+    heartbeat_at: float = 0.0  # monotonic: the last "still waiting" line
     first_try: float | None = None  # monotonic: first attempt to create a job for this window
     not_before: float = 0.0  # monotonic: no creation attempt before (after a 429 / too many jobs)
     create_wait: float = 0.0
+    refusal: str = ""  # why the last job-creation request was not taken
     interval: float = 0.0
     resume_checked: bool = False
     requested: bool = False  # the request of this window's next job is announced in state
@@ -157,6 +170,7 @@ class ExportJobs:
             ahead.popleft()
             # The head no longer holds a slot: start the next windows' jobs before reading this one.
             self._start_jobs(ahead)
+            self.log.info("Window %s: reading export job %s", head.spec.progress, head.job_id)
             yield head.spec, str(head.job_id), self._records(head)
 
     def _look_ahead(self, ahead: deque[_Slot]) -> None:
@@ -188,7 +202,7 @@ class ExportJobs:
                 if head.first_try is not None and now - head.first_try > self.job_timeout:
                     raise TapBackstoryError(
                         f"could not create an export job for window {head.spec} within job_timeout_seconds="
-                        f"{self.job_timeout:g}: Backstory kept refusing new jobs (429 / too many jobs)"
+                        f"{self.job_timeout:g}: Backstory kept refusing new jobs (last answer: {head.refusal})"
                     )
                 time.sleep(max(0.05, head.not_before - now))
                 continue
@@ -206,6 +220,16 @@ class ExportJobs:
             for slot in ahead:  # also notice the later jobs finishing, which frees slots
                 if slot.alive:
                     self._poll(slot)
+            now = time.monotonic()
+            if head.state != COMPLETED and now - max(head.started, head.heartbeat_at) >= _heartbeat_seconds():
+                head.heartbeat_at = now
+                self.log.info(
+                    "Window %s: export job %s is still %s, %.0fs after it was created",
+                    head.spec.progress,
+                    head.job_id,
+                    head.state,
+                    now - head.started,
+                )
 
     def _start_jobs(self, ahead: deque[_Slot]) -> None:
         """Create (or adopt from state) jobs for the windows in order, while we hold a free slot."""
@@ -259,6 +283,7 @@ class ExportJobs:
             slot.create_wait = min(max(slot.create_wait * 1.5, self.poll_interval), self.max_poll_interval)
             wait = retry_after if retry_after is not None else slot.create_wait
             slot.not_before = now + wait
+            slot.refusal = _one_line(exc)
             self.log.info(
                 "Backstory did not take the job for window %s now (%s); retrying in %.1fs",
                 slot.spec,
@@ -273,7 +298,7 @@ class ExportJobs:
         slot.requested = False
         slot.started = time.monotonic()
         slot.interval, slot.create_wait, slot.first_try = self.poll_interval, 0.0, None
-        self.log.info("Window %s: created export job %s (%s)", slot.spec, slot.job_id, slot.state)
+        self.log.info("Window %s: created export job %s (%s)", slot.spec.progress, slot.job_id, slot.state)
         self.on_created(slot.spec, slot.job_id, self.clock.now())
         return True
 
@@ -512,6 +537,10 @@ class ExportJobs:
             if expected and not response.headers.get("Content-Encoding") and written != int(expected):
                 raise _Retry(f"short body: {written} of {expected} bytes")
         return written
+
+
+def _heartbeat_seconds() -> float:
+    return float(os.environ.get(HEARTBEAT_ENV_VAR) or HEARTBEAT_SECONDS)
 
 
 def job_state(info: dict) -> str | None:

@@ -86,8 +86,15 @@ class BackstoryExportStream(TapStream):
             on_created=on_created,
         )
         specs = [
-            JobSpec(window, export_type, self.request_body(window, export_type), state.pending_job(window, export_type))
-            for window in windows
+            JobSpec(
+                window,
+                export_type,
+                self.request_body(window, export_type),
+                state.pending_job(window, export_type),
+                number=number,
+                count=len(windows),
+            )
+            for number, window in enumerate(windows, start=1)
         ]
         for spec, job_id, records in engine.run(specs):
             try:

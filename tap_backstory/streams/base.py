@@ -54,6 +54,9 @@ class TapStream(Stream):
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     _tap: TapBackstory
+    sync_description = "incremental: date windows after the tap's own bookmark (docs/state.md)"
+    """What a sync of this stream does, logged instead of the SDK's "in full_table mode" (see
+    `replication_method`: FULL_TABLE only to keep the SDK out of the bookmarks)."""
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,6 +65,12 @@ class TapStream(Stream):
     @property
     def tap(self) -> TapBackstory:
         return self._tap
+
+    def log(self, message: str, *args: t.Any, level: int = logging.INFO, **kwargs: t.Any) -> None:
+        if message.startswith("Beginning sync of '%s' in %s mode"):  # the SDK's line (0.54.9 `Stream.sync`)
+            message = message.replace(" in %s mode", ": %s", 1)
+            args = (args[0], self.sync_description, *args[2:])
+        super().log(message, *args, level=level, **kwargs)
 
     @property
     def replication_method(self) -> str:

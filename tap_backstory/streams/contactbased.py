@@ -22,6 +22,7 @@ from tap_backstory.client import ApiError, TapBackstoryError
 from tap_backstory.formats import DataError, unwrap_list
 from tap_backstory.streams.base import TapStream
 from tap_backstory.tap import ENRICHMENT_SECTIONS
+from tap_backstory.windows import plural
 
 if t.TYPE_CHECKING:
     from tap_backstory.client import ApiClient
@@ -44,6 +45,7 @@ class IntentFeedExportsStream(TapStream):
     """Rows of intent feed exports, with lineage (feed, export, page, row number, window)."""
 
     name = "intent_feed_exports"
+    sync_description = "incremental: each feed's window after its bookmark (docs/state.md)"
     primary_keys = ("export_id", "row_number")
 
     @property
@@ -216,14 +218,14 @@ class IntentFeedExportsStream(TapStream):
             "records_with_contact_id": total if with_id is None else int(with_id),
         }
         LOGGER.info(
-            "intent feed %s: window %s..%s (%d days): %d rows found, %d with a contact_id; export quota remaining: %s",
+            "intent feed %s: window %s..%s (%s): %d rows found, %d with a contact_id; export quota remaining: %s",
             feed_id,
             flight["window_start"],
             flight["window_end"],
-            lookback,
+            plural(lookback, "day"),
             total,
             flight["records_with_contact_id"],
-            feed.get("export_rows_remaining", "unlimited"),
+            "no cap" if feed.get("export_rows_remaining") is None else feed["export_rows_remaining"],
         )
         return flight
 
@@ -379,6 +381,7 @@ class EnrichedContactRecordsStream(TapStream):
     """One enrichment envelope per distinct contact_id read by `intent_feed_exports`."""
 
     name = "enriched_contact_records"
+    sync_description = "the contact ids read by intent_feed_exports, each enriched once"
     primary_keys = ("contact_id",)
     parent_stream_type = IntentFeedExportsStream
     state_partitioning_keys: list[str] = []  # one bookmark, not one per batch context
