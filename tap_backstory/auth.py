@@ -13,7 +13,9 @@ from tap_backstory.client import (
     RETRIABLE_STATUSES,
     TRANSPORT_ERRORS,
     ApiError,
+    ConnectRetry,
     backoff_delay,
+    connect_failure,
     retry_after_seconds,
     server_message,
     with_timeout_cap,
@@ -44,6 +46,7 @@ class BackstoryTokenAuth:
         self._renew_at = 0.0
         self._lock = threading.Lock()
         self._session = requests.Session()
+        self.request_count = 0
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.token()}"
@@ -67,10 +70,17 @@ class BackstoryTokenAuth:
             "client_id": self._client_id,
             "client_secret": self._client_secret,
         }
-        for attempt in range(self.max_tries):
+        connect_retry = ConnectRetry(self.token_url, "api_url", "the Backstory token endpoint")
+        attempt = 0
+        while attempt < self.max_tries:
+            self.request_count += 1  # under the lock of `token`
             try:
                 response = self._session.post(self.token_url, data=body, timeout=with_timeout_cap(DEFAULT_TIMEOUT))
             except TRANSPORT_ERRORS as exc:
+                reason = connect_failure(exc)
+                if reason is not None:  # not counted as a try: bounded by time instead
+                    connect_retry.wait_or_raise(reason)
+                    continue
                 failure, retry_after = f"failed: {type(exc).__name__}", None
             else:
                 if response.ok:
@@ -91,6 +101,7 @@ class BackstoryTokenAuth:
             delay = backoff_delay(attempt, retry_after)
             LOGGER.warning("Backstory token request %s; retrying in %.1fs", failure, delay)
             time.sleep(delay)
+            attempt += 1
         raise ApiError(f"Backstory token request for the {self.key_type} key kept failing ({failure})")
 
 

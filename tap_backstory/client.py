@@ -11,6 +11,7 @@ import typing as t
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 LOGGER = logging.getLogger("tap-backstory")
@@ -23,6 +24,9 @@ TRANSPORT_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 DEFAULT_TIMEOUT = (10, 300)  # (connect, read) seconds
+CONNECT_RETRY_SECONDS = 25.0
+"""How long a host that cannot be connected to (refused, DNS, TLS, connect time-out) is retried before the run
+fails: long enough for a blip, short enough that a wrong URL is named within half a minute, not hours."""
 MAX_BACKOFF_SECONDS = 60.0
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 READ_TIMEOUT_ENV_VAR = "TAP_BACKSTORY_READ_TIMEOUT_SECONDS"
@@ -56,6 +60,51 @@ class RetriableError(ApiError):
 def one_line(exc: BaseException) -> str:
     """An error as one log line (server texts may hold newlines)."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class UnreachableError(TapBackstoryError):
+    """The API's host could not be connected to, within `CONNECT_RETRY_SECONDS`."""
+
+
+def connect_failure(exc: BaseException) -> str | None:
+    """Why a request never reached the server (refused, DNS, TLS, connect time-out), or None when it may have
+    (a connection dropped after the request went out, a read time-out): those are not safe to just resend."""
+    if isinstance(exc, requests.exceptions.SSLError | requests.exceptions.ConnectTimeout):
+        return f"{type(exc).__name__}: {_root_text(exc)}"
+    reason = getattr(exc.args[0], "reason", None) if isinstance(exc, requests.ConnectionError) and exc.args else None
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):  # refused, unreachable, DNS (NameResolutionError)
+        return f"{type(reason).__name__}: {str(reason).split('connection: ')[-1]}"
+    return None
+
+
+def _root_text(exc: BaseException) -> str:
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return " ".join(str(reason or exc).split())[:300]
+
+
+class ConnectRetry:
+    """The retry budget of one request against a host that cannot be connected to: backoff until
+    `CONNECT_RETRY_SECONDS` have passed since the first failure, then one error naming the URL setting."""
+
+    def __init__(self, url: str, url_setting: str, vendor: str) -> None:
+        self.where = f"{vendor} at {urlsplit(url).netloc}"
+        self.url_setting = url_setting
+        self.first_failure: float | None = None
+        self.tries = 0
+
+    def wait_or_raise(self, reason: str) -> None:
+        now = time.monotonic()
+        self.first_failure = self.first_failure if self.first_failure is not None else now
+        self.tries += 1
+        left = self.first_failure + CONNECT_RETRY_SECONDS - now
+        if left <= 0:
+            raise UnreachableError(
+                f"cannot connect to {self.where} (check {self.url_setting}): {reason} "
+                f"({self.tries} tries in {now - self.first_failure:.0f}s)"
+            )
+        delay = min(backoff_delay(self.tries - 1), left)
+        LOGGER.warning("Cannot connect to %s (%s); retrying in %.1fs", self.where, reason, delay)
+        time.sleep(delay)
 
 
 def is_loopback(url: str) -> bool:
@@ -105,6 +154,10 @@ def backoff_delay(attempt: int, retry_after: float | None = None, base: float = 
     return min(MAX_BACKOFF_SECONDS, base * 2**attempt) * random.uniform(0.5, 1.0)
 
 
+class _CannotConnect(Exception):
+    """A request that never reached the server; its message is the reason."""
+
+
 class ApiClient:
     """One vendor's HTTP API: base URL, authentication, retries and error classification.
 
@@ -114,8 +167,9 @@ class ApiClient:
 
     max_tries = 6
 
-    def __init__(self, base_url: str, auth: t.Any, *, vendor: str, pool_size: int = 8) -> None:
+    def __init__(self, base_url: str, auth: t.Any, *, vendor: str, url_setting: str, pool_size: int = 8) -> None:
         self.base_url = base_url.rstrip("/")
+        self.url_setting = url_setting
         self.auth = auth
         self.vendor = vendor
         self.session = requests.Session()
@@ -140,12 +194,18 @@ class ApiClient:
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         retry: bool = True,
     ) -> requests.Response:
-        """Send one request, retrying transient failures; return the successful response."""
+        """Send one request, retrying transient failures; return the successful response.
+
+        `retry=False` leaves 429/5xx/dropped connections to the caller; a request that never reached the server
+        (refused, DNS, TLS) is still retried, within `CONNECT_RETRY_SECONDS`."""
         attempt = 0
         renewed = False
+        connect_retry = ConnectRetry(self.base_url, self.url_setting, self.vendor)
         while True:
             try:
                 return self._send_once(method, path, json=json, params=params, stream=stream, timeout=timeout)
+            except _CannotConnect as exc:
+                connect_retry.wait_or_raise(str(exc))
             except RetriableError as exc:
                 attempt += 1
                 if not retry or attempt >= self.max_tries:
@@ -170,6 +230,9 @@ class ApiClient:
         try:
             response = self.session.send(prepared, stream=kwargs["stream"], timeout=with_timeout_cap(kwargs["timeout"]))
         except TRANSPORT_ERRORS as exc:
+            reason = connect_failure(exc)
+            if reason is not None:
+                raise _CannotConnect(reason) from None
             raise RetriableError(f"{method} {path} failed: {type(exc).__name__}") from None
         self.validate_response(response, method, path)
         return response

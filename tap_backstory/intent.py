@@ -17,7 +17,7 @@ from tap_backstory.client import ApiClient, ApiError, TapBackstoryError
 from tap_backstory.formats import DataError, unwrap_list
 from tap_backstory.names import ENRICHMENT_SECTIONS
 from tap_backstory.polling import PollSchedule
-from tap_backstory.windows import Clock, lookback_since, lookback_window, out_of_reach
+from tap_backstory.windows import Clock, lookback_since, lookback_window, out_of_reach, plural
 
 BUILDING_STATUSES = frozenset({"building", "pending", "queued", "processing", "running", "in_progress"})
 """ExportSummary `status` values of an export that is not readable yet (a newer API variant builds exports
@@ -120,11 +120,6 @@ class IntentFeeds:
             )
         return min(lookback_since(last_end, today), cap)
 
-    def preview(self, feed: dict, last_window_end: str | None) -> dict:
-        """The next window's row counts, spending no quota (a connection test makes no search and no export)."""
-        body = {"feed_id": feed["feed_id"], "lookback_days": self.lookback_days(feed, last_window_end)}
-        return self.api.request("POST", "/intent/feeds/preview", json=body).json()
-
     def search(self, feed: dict, last_window_end: str | None) -> dict:
         """Search the next window: the new flight."""
         feed_id = feed["feed_id"]
@@ -142,14 +137,14 @@ class IntentFeeds:
             "records_with_contact_id": total if with_id is None else int(with_id),
         }
         self.log.info(
-            "intent feed %s: window %s..%s (%d days): %d rows found, %d with a contact_id; export quota remaining: %s",
+            "intent feed %s: window %s..%s (%s): %d rows found, %d with a contact_id; export quota remaining: %s",
             feed_id,
             flight["window_start"],
             flight["window_end"],
-            lookback,
+            plural(lookback, "day"),
             total,
             flight["records_with_contact_id"],
-            feed.get("export_rows_remaining", "unlimited"),
+            "no cap" if feed.get("export_rows_remaining") is None else feed["export_rows_remaining"],
         )
         return flight
 

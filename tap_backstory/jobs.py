@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
 import time
 import typing as t
@@ -37,6 +38,10 @@ MAX_JOB_RETRIES = 2
 REFUSED_REQUEST = frozenset({400, 422})
 """How Backstory may refuse a job's parameters (here: an end date after today, which the docs neither allow
 nor forbid)."""
+HEARTBEAT_SECONDS = 120.0
+"""While a window's job is Queued/Running (for hours, at times), one INFO line at least this often."""
+HEARTBEAT_ENV_VAR = "TAP_BACKSTORY_HEARTBEAT_SECONDS"
+"""Overrides HEARTBEAT_SECONDS (tests; unset in production)."""
 ORPHAN_CLOCK_SKEW = dt.timedelta(minutes=5)
 """A job in Backstory's list counts as the one an interrupted run requested if created at most this long
 before the request time in state (the two clocks differ; `job_created_time` has whole seconds)."""
@@ -53,9 +58,15 @@ class JobSpec:
     body: dict
     resume: PendingJob | None = None  # a job created by an earlier run for this very window
     fallback: JobSpec | None = None  # the same window ending today, if Backstory refuses an end date after it
+    number: int = 1  # this window's place in the run: `number` of `count`
+    count: int = 1
 
     def __str__(self) -> str:
         return f"{self.window} ({self.export_type})"
+
+    @property
+    def progress(self) -> str:
+        return f"{self.number} of {self.count}: {self}"
 
 
 @dataclass
@@ -71,6 +82,8 @@ class _Slot:
     first_try: float | None = None  # monotonic: first attempt to create a job for this window
     not_before: float = 0.0  # monotonic: no creation attempt before (after a 429 / too many jobs)
     create_wait: float = 0.0
+    refusal: str = ""  # why the last job-creation request was not taken
+    heartbeat_at: float = 0.0  # monotonic: the last "still waiting" line
     resume_checked: bool = False
     requested: bool = False  # the request of this window's next job is announced in state
     error: Exception | None = None  # a refusal to create this window's job, raised when its turn comes
@@ -125,6 +138,7 @@ class ExportJobs:
             ahead.popleft()
             # The head no longer holds a slot: start the next windows' jobs before reading this one.
             self._start_jobs(ahead)
+            self.log.info("Window %s: reading export job %s", head.spec.progress, head.job_id)
             yield head.spec, str(head.job_id), self._records(head)
 
     def _look_ahead(self, ahead: deque[_Slot]) -> None:
@@ -156,7 +170,7 @@ class ExportJobs:
                 if head.first_try is not None and now - head.first_try > self.job_timeout:
                     raise TapBackstoryError(
                         f"could not create an export job for window {head.spec} within job_timeout_seconds="
-                        f"{self.job_timeout:g}: Backstory kept refusing new jobs (429 / too many jobs)"
+                        f"{self.job_timeout:g}: Backstory kept refusing new jobs (last answer: {head.refusal})"
                     )
                 time.sleep(max(0.05, head.not_before - now))
                 continue
@@ -169,6 +183,16 @@ class ExportJobs:
             for slot in ahead:  # also notice the later jobs finishing, which frees slots
                 if slot.alive:
                     self._poll(slot)
+            now = time.monotonic()
+            if head.state != COMPLETED and now - max(head.poll.started, head.heartbeat_at) >= _heartbeat_seconds():
+                head.heartbeat_at = now
+                self.log.info(
+                    "Window %s: export job %s is still %s, %.0fs after it was created",
+                    head.spec.progress,
+                    head.job_id,
+                    head.state,
+                    head.poll.age,
+                )
 
     def _start_jobs(self, ahead: deque[_Slot]) -> None:
         """Create (or adopt from state) jobs for the windows in order, while we hold a free slot."""
@@ -225,6 +249,7 @@ class ExportJobs:
             slot.create_wait = min(max(slot.create_wait * 1.5, self.poll_interval), slot.poll.cap)
             wait = retry_after if retry_after is not None else slot.create_wait
             slot.not_before = now + wait
+            slot.refusal = one_line(exc)
             self.log.info(
                 "Backstory did not take the job for window %s now (%s); retrying in %.1fs",
                 slot.spec,
@@ -239,7 +264,7 @@ class ExportJobs:
         slot.requested = False
         slot.poll.restart()
         slot.create_wait, slot.first_try = 0.0, None
-        self.log.info("Window %s: created export job %s (%s)", slot.spec, slot.job_id, slot.state)
+        self.log.info("Window %s: created export job %s (%s)", slot.spec.progress, slot.job_id, slot.state)
         self.on_created(slot.spec, slot.job_id, self.clock.now())
         return True
 
@@ -382,6 +407,10 @@ def parse_in_order(fragments: t.Iterable[Fragment], parse: Parser) -> t.Iterator
     """The records of a job's fragment files, handed over in fragment order: each file is parsed on its own."""
     for fragment in fragments:
         yield from parse(fragment.body, fragment.source)
+
+
+def _heartbeat_seconds() -> float:
+    return float(os.environ.get(HEARTBEAT_ENV_VAR) or HEARTBEAT_SECONDS)
 
 
 def job_state(info: dict) -> str | None:

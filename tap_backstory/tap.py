@@ -5,18 +5,20 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import stat
 import sys
 import typing as t
 
+import singer_sdk.singerlib as singer
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
-from tap_backstory.client import ApiClient, ConfigError, TapBackstoryError, is_loopback
+from tap_backstory.client import LOGGER, ApiClient, ConfigError, TapBackstoryError, is_loopback
 from tap_backstory.names import ENRICHMENT_SECTIONS, STREAM_CREDENTIALS, STREAM_ORDER
 from tap_backstory.state_check import check_state
-from tap_backstory.windows import Clock, parse_day
+from tap_backstory.windows import Clock, parse_day, plural
 from tap_backstory.writer import BufferedMsgSpecWriter
 
 if t.TYPE_CHECKING:
@@ -320,12 +322,61 @@ class TapBackstory(Tap):
             check_state(state)
         super().__init__(state=state, **kwargs)
 
-    connection_test = False
-    """True during `--test`: streams that would spend vendor quota only check that they could."""
-
     def run_connection_test(self) -> bool:
-        self.connection_test = True
-        return super().run_connection_test()
+        """`--test` (and `meltano config test`): prove each configured API's credentials and reachability
+        with read-only calls: no export job (it would hold one of the org's two slots), no ContactBased search
+        or export (an export spends quota, and a test keeps no state to reuse it)."""
+        try:
+            checked = [self._check_stream_connection(stream) for stream in self.streams.values()]
+        finally:
+            self._log_request_counts()
+        # `meltano config test` passes only when it reads a RECORD: one line saying what was checked.
+        schema = {"type": "object", "properties": {"stream": {"type": "string"}, "checked": {"type": "string"}}}
+        self.message_writer.write_message(singer.SchemaMessage(CONNECTION_TEST_STREAM, schema, []))
+        for name, checked_what in checked:
+            record = {"stream": name, "checked": checked_what}
+            self.message_writer.write_message(singer.RecordMessage(CONNECTION_TEST_STREAM, record))
+        sys.stdout.flush()
+        return True
+
+    def _check_stream_connection(self, stream: Stream) -> tuple[str, str]:
+        kind = getattr(stream, "kind", None)
+        if kind is not None:  # a Backstory export stream: the token, then the job list (creates nothing)
+            path = f"/pull/v1/export/{kind}/jobs"
+            stream.api.request("GET", path)  # type: ignore[attr-defined]
+            checked = f"the {BACKSTORY_KEY_TYPES[stream.name]} key got a token and read GET {path}; no job created"
+        elif stream.name == "intent_feed_exports":  # the key, the feeds and their options
+            feeds = [feed["feed_id"] for feed in stream.intent.feeds()]  # type: ignore[attr-defined]
+            checked = f"the ContactBased key read GET /organization/feeds ({', '.join(feeds)}); no search or export"
+        else:
+            checked = "uses the ContactBased key of intent_feed_exports"
+        LOGGER.info("Connection test: %s: %s", stream.name, checked)
+        return stream.name, checked
+
+    def sync_all(self) -> None:
+        if meltano_config_test():
+            LOGGER.info(
+                "stdout and stderr are one pipe, as under `meltano config test`: running the connection test "
+                "(tap-backstory --test) instead of a sync"
+            )
+            self.run_connection_test()
+            return
+        try:
+            super().sync_all()
+        finally:
+            self._log_request_counts()
+
+    def _log_request_counts(self) -> None:
+        for name in ("activity_api", "object_api", "contactbased_api"):
+            api = self.__dict__.get(name)  # only the clients this run created (cached properties)
+            if api is not None:
+                tokens = getattr(api.auth, "request_count", None)
+                LOGGER.info(
+                    "HTTP requests to %s: %d%s",
+                    api.vendor,
+                    api.request_count,
+                    "" if tokens is None else f" (and {plural(tokens, 'token request')})",
+                )
 
     @functools.cached_property
     def clock(self) -> Clock:
@@ -347,6 +398,10 @@ class TapBackstory(Tap):
                 messages = [str(exc)]
         if messages and raise_errors:
             raise ConfigError(messages[0])
+        known = self.config_jsonschema["properties"]
+        for key in sorted(self._config):
+            if key not in known and not key.startswith("_"):  # `_...`: Meltano's extras
+                LOGGER.warning("Unknown setting %r is ignored (a typo? `tap-backstory --about` lists them)", key)
         return messages
 
     def load_state(self, state: dict[str, t.Any]) -> None:
@@ -367,12 +422,13 @@ class TapBackstory(Tap):
         url = self.config["api_url"]
         auth = BackstoryTokenAuth(url, self.config[id_setting], self.config[secret_setting], key_type)
         pool = self.config["fragment_concurrency"] + 2
-        return ApiClient(url, auth, vendor=f"Backstory ({key_type} key)", pool_size=pool)
+        return ApiClient(url, auth, vendor=f"Backstory ({key_type} key)", url_setting="api_url", pool_size=pool)
 
     @functools.cached_property
     def contactbased_api(self) -> ApiClient:
         auth = ApiKeyAuth(self.config["contactbased_api_key"])
-        return ApiClient(self.config["contactbased_api_url"], auth, vendor="ContactBased")
+        url_setting = "contactbased_api_url"
+        return ApiClient(self.config[url_setting], auth, vendor="ContactBased", url_setting=url_setting)
 
     # --- Streams ---------------------------------------------------------------------------------------
     def discover_streams(self) -> list[Stream]:
@@ -398,6 +454,22 @@ class TapBackstory(Tap):
             if selected and name in STREAM_ORDER and name not in available:
                 setting = "/".join(STREAM_CREDENTIALS[name])
                 raise ConfigError(f"stream {name} is selected in the catalog, but {setting} is not set")
+
+
+CONNECTION_TEST_STREAM = "connection_test"
+"""The one stream a connection test writes: a RECORD per checked stream (not data of any real stream)."""
+
+
+def meltano_config_test() -> bool:
+    """`meltano config test` runs the tap like a sync (no `--test`) and stops it at its first RECORD; all that
+    tells it apart is that it reads stdout and stderr from one pipe (Meltano 4.4.1 `ExtractorTestService`).
+    No sync can use that set-up anyway: log lines would be mixed into the Singer messages."""
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    one_pipe = (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+    return one_pipe and (stat.S_ISFIFO(out.st_mode) or stat.S_ISSOCK(out.st_mode))
 
 
 def describe_failure(exc: Exception) -> str:

@@ -61,6 +61,11 @@ class Window:
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
 
 
+def plural(count: int, word: str) -> str:
+    """ "1 day", "2 days" (log lines)."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def plan_windows(start: dt.date, end: dt.date, max_days: int) -> list[Window]:
     """Split [start, end] into consecutive windows of at most `max_days` days each."""
     windows = []

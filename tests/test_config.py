@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 
 import pytest
 
-from tap_backstory.names import STREAM_ORDER
-from tap_backstory_sandbox import Sandbox, SandboxSettings
 from tests.tap_runner import TAP_EXE, run_tap
 
 CONTRACT_SETTINGS = {
@@ -129,20 +126,3 @@ def test_malformed_config_json_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("tap-backstory: error: a JSON input file")
     assert "Traceback" not in proc.stderr
-
-
-def test_the_connection_test_reads_a_little_spends_no_quota_and_logs_no_error():
-    """`tap-backstory --test` (Meltano's `config test`): one record of each Backstory stream, a preview of each
-    feed; its planned stop is not an error, and it spends no ContactBased quota."""
-    with Sandbox(SandboxSettings(today=dt.date(2026, 3, 1), job_queue_seconds=0.1, job_run_seconds=0.2)) as sb:
-        config = {**sb.tap_config(), "start_date": "2026-02-20", "job_poll_interval_seconds": 0.1}
-        result = run_tap(config, "--test", env={"TAP_BACKSTORY_TODAY": "2026-03-01"}, timeout=120)
-        assert result.returncode == 0, result.stderr[-2000:]
-        # ContactBased is previewed only: an export would spend quota that the next real run would spend again.
-        expected = {**dict.fromkeys(STREAM_ORDER, 1), "intent_feed_exports": 0, "enriched_contact_records": 0}
-        assert {stream: len(result.records(stream)) for stream in STREAM_ORDER} == expected
-        stats = sb.stats()
-        assert stats["previews"] == 2 and stats["searches_created"] == stats["exports_created"] == 0
-        assert stats["quota_spent"] == {}
-        assert "An unhandled error occurred" not in result.stderr
-        assert " ERROR " not in result.stderr and "Traceback" not in result.stderr

@@ -72,7 +72,10 @@ class BackstoryExportStream(TapStream):
                 (window.end - end).days,
             )
 
-        specs = [self._job_spec(window, export_type, state, fallbacks.get(window)) for window in windows]
+        specs = [
+            self._job_spec(window, export_type, state, fallbacks.get(window), number, len(windows))
+            for number, window in enumerate(windows, start=1)
+        ]
         for spec, job_id, records in self._engine(state).run(specs):
             try:
                 yield from records
@@ -117,10 +120,15 @@ class BackstoryExportStream(TapStream):
             on_created=on_created,
         )
 
-    def _job_spec(self, window: Window, export_type: str, state: ExportState, fallback: Window | None) -> JobSpec:
+    def _job_spec(
+        self, window: Window, export_type: str, state: ExportState, fallback: Window | None, number: int, count: int
+    ) -> JobSpec:
+        """Window `number` of `count`: its request, its job from state, and its fallback ending today."""
+
         def spec_of(window: Window) -> JobSpec:
             body = self.request_body(window, export_type)
-            return JobSpec(window, export_type, body, state.pending_job(window, export_type))
+            resume = state.pending_job(window, export_type)
+            return JobSpec(window, export_type, body, resume, number=number, count=count)
 
         spec = spec_of(window)
         if fallback is None:

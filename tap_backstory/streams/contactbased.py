@@ -34,6 +34,7 @@ class IntentFeedExportsStream(TapStream):
     """Rows of intent feed exports, with lineage (feed, export, page, row number, window)."""
 
     name = "intent_feed_exports"
+    sync_description = "incremental: each feed's window after its bookmark (docs/state.md)"
     primary_keys = ("export_id", "row_number")
 
     @functools.cached_property
@@ -77,25 +78,8 @@ class IntentFeedExportsStream(TapStream):
         deferred.clear()
 
     def _rows_and_progress(self) -> t.Iterator[dict | Progress]:
-        if self.tap.connection_test:  # `--test`, `meltano config tap-backstory test`
-            self._preview_feeds()
-            return
         for feed in self.intent.feeds():
             yield from self._feed_rows(feed)
-
-    def _preview_feeds(self) -> None:
-        """A connection test checks the key, the feeds and their options, and previews each window; it makes
-        no search and no export, because an export spends quota and a test run keeps no state to reuse it."""
-        for feed in self.intent.feeds():
-            feed_state = self.bookmarks.get("feeds", {}).get(feed["feed_id"], {})
-            preview = self.intent.preview(feed, feed_state.get("last_window_end"))
-            LOGGER.info(
-                "intent feed %s: connection test: %s rows in the window %s..%s; no export made (it would spend quota)",
-                feed["feed_id"],
-                preview.get("total_records"),
-                preview.get("start_date"),
-                preview.get("end_date"),
-            )
 
     # --- one feed: search, export, pages (state kept after each step) -----------------------------------
     def _feed_rows(self, feed: dict) -> t.Iterator[dict | Progress]:
@@ -207,6 +191,7 @@ class EnrichedContactRecordsStream(TapStream):
     """One enrichment envelope per distinct contact_id read by `intent_feed_exports`."""
 
     name = "enriched_contact_records"
+    sync_description = "the contact ids read by intent_feed_exports, each enriched once"
     primary_keys = ("contact_id",)
     parent_stream_type = IntentFeedExportsStream
     state_partitioning_keys: list[str] = []  # one bookmark, not one per batch context
