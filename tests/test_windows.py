@@ -85,7 +85,7 @@ def test_pending_jobs_are_recorded_found_and_dropped_per_window():
     state: dict = {}
     export = ExportState(state)
     first, second = Window(D("2026-01-01"), D("2026-01-14")), Window(D("2026-01-15"), D("2026-01-28"))
-    created = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.UTC)
+    created = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.timezone.utc)
     export.job_created(first, "delta", 123, created)  # an integer job id is kept as a string
     export.job_created(second, "delta", "abc", created)
     assert state["pending_jobs"][0] == {
@@ -110,7 +110,7 @@ def test_a_job_being_requested_is_announced_then_replaced_by_its_id():
     state: dict = {}
     export = ExportState(state)
     window = Window(D("2026-01-01"), D("2026-01-14"))
-    asked = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.UTC)
+    asked = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.timezone.utc)
     export.job_requested(window, "snapshot", asked)
     assert state["pending_jobs"] == [
         {
