@@ -73,7 +73,7 @@ def main() -> None:
                         "type": "RECORD",
                         "stream": "activities",
                         "record": decode(line),
-                        "time_extracted": dt.datetime.now(dt.UTC),
+                        "time_extracted": dt.datetime.now(dt.timezone.utc),
                     }
                     out.write(encode(message) + b"\n")
                     records += 1
@@ -84,7 +84,7 @@ def main() -> None:
                     "type": "RECORD",
                     "stream": "activities",
                     "record": record,
-                    "time_extracted": dt.datetime.now(dt.UTC).isoformat(),
+                    "time_extracted": dt.datetime.now(dt.timezone.utc).isoformat(),
                 }
                 out.write(json.dumps(message, separators=(",", ":")) + "\n")
                 records += 1

@@ -1,33 +1,80 @@
 #!/usr/bin/env bash
-# End-to-end: the real Meltano pipeline against the bundled sandbox into DuckDB and a real PostgreSQL,
-# row counts checked against what the sandbox served, then a second run that must use the stored state.
+# End-to-end: the real Meltano pipeline against the bundled sandbox, configured the way a deployed pipeline is
+# (the `prod` environment, every tap setting from TAP_BACKSTORY_* variables, the warehouse from TARGET_POSTGRES_*),
+# into DuckDB and a real PostgreSQL; row counts checked against what the sandbox served, then a second run that
+# must use the stored state; then the README's "add the tap to another Meltano project" in a fresh folder
+# outside the repo (the built wheel, target-jsonl). Leaves the demo's output/warehouse.duckdb alone and removes
+# its temporary folders when it ends, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_tools
-export PGROOT="${PGROOT:-$(mktemp -d /tmp/tap-pg.XXXXXX)}" TARGET_POSTGRES_PASSWORD=tap
+WORK="$(mktemp -d /tmp/tap-e2e.XXXXXX)"
+if [ -z "${PGROOT:-}" ]; then PGROOT="$(mktemp -d /tmp/tap-pg.XXXXXX)"; OWN_PGROOT="$PGROOT"; fi
+export PGROOT
+cleanup() { stop_sandbox; scripts/pg.sh stop; rm -rf "$WORK" ${OWN_PGROOT:+"$OWN_PGROOT"}; }
+trap cleanup EXIT
+demo_duckdb() { if [ -e output/warehouse.duckdb ]; then sha256sum <output/warehouse.duckdb; else echo absent; fi; }
+DEMO_DUCKDB_BEFORE="$(demo_duckdb)"
+
+# The tap's whole configuration comes from the environment; a developer's .env must not leak in.
+set -a; source scripts/sandbox.env; set +a
+: >"$WORK/empty.env"
+MELTANO+=(--env-file "$WORK/empty.env")
+export TARGET_POSTGRES_HOST=127.0.0.1 TARGET_POSTGRES_PORT=5433 TARGET_POSTGRES_USER=tap \
+  TARGET_POSTGRES_PASSWORD=tap TARGET_POSTGRES_DATABASE=tap
+export TARGET_DUCKDB_FILEPATH="$WORK/warehouse.duckdb"        # read by scripts/row_counts.py too
+export MELTANO_DATABASE_URI="sqlite:///$WORK/meltano.db"     # fresh Meltano state for this check
 # One "today" for the sandbox and the tap, so a run across midnight UTC cannot split them.
 export TAP_BACKSTORY_TODAY="$(date -u +%F)"
-START_DATE="$(uv run --frozen python -c "import yaml; c=yaml.safe_load(open('meltano.yml')); print([e for e in c['environments'] if e['name']=='sandbox'][0]['config']['plugins']['extractors'][0]['config']['start_date'])")"
-WORK="$(mktemp -d /tmp/tap-e2e.XXXXXX)"
-export MELTANO_DATABASE_URI="sqlite:///$WORK/meltano.db"   # fresh Meltano state for this check
-mkdir -p output && rm -f output/warehouse.duckdb
+SANDBOX="http://127.0.0.1:$SANDBOX_PORT"
+CHECK=(uv run --frozen python scripts/e2e_check.py --sandbox "$SANDBOX" --start-date "$TAP_BACKSTORY_START_DATE"
+       --before "$WORK/counts.json")
+# restart_sandbox NAME: a fresh sandbox (no jobs, full quotas), as when the demo runs again.
+restart_sandbox() { stop_sandbox; start_sandbox "$WORK/sandbox-$1.log" --today "$TAP_BACKSTORY_TODAY"; }
 
 scripts/pg.sh start
-start_sandbox "$WORK/sandbox.log" --today "$TAP_BACKSTORY_TODAY"
-trap 'stop_sandbox; scripts/pg.sh stop' EXIT
 psql -h 127.0.0.1 -p 5433 -U postgres -qc "DROP SCHEMA IF EXISTS tap_backstory CASCADE" tap >/dev/null
-SANDBOX="http://127.0.0.1:$SANDBOX_PORT"
-
 "${MELTANO[@]}" install
-echo "== first run: tap-backstory -> DuckDB and PostgreSQL"
-"${MELTANO[@]}" run tap-backstory target-duckdb
-"${MELTANO[@]}" run tap-backstory target-postgres
-uv run --frozen python scripts/e2e_check.py first --sandbox "$SANDBOX" --start-date "$START_DATE" --before "$WORK/counts.json"
+restart_sandbox config-test
+"${MELTANO[@]}" --environment prod config test tap-backstory
+
+echo "== first run (prod environment, configured from the environment): tap-backstory -> DuckDB and PostgreSQL"
+restart_sandbox first
+"${MELTANO[@]}" --environment prod run tap-backstory target-duckdb
+"${MELTANO[@]}" --environment prod run tap-backstory target-postgres
+"${CHECK[@]}" first --warehouses duckdb postgres
 
 echo "== second run: must resume from the stored state (against a restarted sandbox, as when the demo runs twice)"
-stop_sandbox
-start_sandbox "$WORK/sandbox2.log" --today "$TAP_BACKSTORY_TODAY"
-"${MELTANO[@]}" state get sandbox:tap-backstory-to-target-postgres | head -c 600; echo
-"${MELTANO[@]}" run tap-backstory target-postgres
-uv run --frozen python scripts/e2e_check.py second --sandbox "$SANDBOX" --start-date "$START_DATE" --before "$WORK/counts.json"
+restart_sandbox second
+"${MELTANO[@]}" --environment prod state get prod:tap-backstory-to-target-postgres | head -c 600; echo
+"${MELTANO[@]}" --environment prod run tap-backstory target-postgres
+"${CHECK[@]}" second
+
+echo "== another Meltano project: the README's plugin definition, pip_url the built wheel, into target-jsonl"
+uv build --wheel --out-dir "$WORK/dist" --quiet
+WHEELS=("$WORK"/dist/tap_backstory-*.whl)
+ELSEWHERE="$WORK/elsewhere"
+mkdir "$ELSEWHERE"
+{
+  printf 'version: 1\nproject_id: tap-backstory-elsewhere\ndefault_environment: dev\nenvironments:\n- name: dev\n'
+  printf 'send_anonymous_usage_stats: false\n'
+  uv run --frozen python scripts/readme_plugin.py --pip-url "${WHEELS[0]}"
+  printf '  loaders:\n  - name: target-jsonl\n    namespace: target_jsonl\n    pip_url: target-jsonl==0.1.4\n'
+  printf '    settings:\n    - name: destination_path\n'
+} >"$ELSEWHERE/meltano.yml"
+export TARGET_JSONL_DESTINATION_PATH="$ELSEWHERE/output"      # read by scripts/row_counts.py too
+mkdir "$TARGET_JSONL_DESTINATION_PATH"
+unset MELTANO_DATABASE_URI                                   # the new project's own system database
+restart_sandbox elsewhere-test
+(cd "$ELSEWHERE" && "${MELTANO[@]}" install && "${MELTANO[@]}" config test tap-backstory)
+restart_sandbox elsewhere
+(cd "$ELSEWHERE" && "${MELTANO[@]}" run tap-backstory target-jsonl)
+"${CHECK[@]}" first --warehouses jsonl
+
+DEMO_DUCKDB_AFTER="$(demo_duckdb)"
+if [ "$DEMO_DUCKDB_AFTER" != "$DEMO_DUCKDB_BEFORE" ]; then
+  echo "END-TO-END CHECK FAILED: the demo's output/warehouse.duckdb changed ($DEMO_DUCKDB_BEFORE -> $DEMO_DUCKDB_AFTER)"
+  exit 1
+fi
+echo "the demo's output/warehouse.duckdb is untouched ($DEMO_DUCKDB_AFTER)"

@@ -3,10 +3,28 @@ export UV_PYTHON_DOWNLOADS=never MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
 SANDBOX_PORT=8765   # meltano.yml's `sandbox` environment points here
 MELTANO=(uv tool run --from 'meltano==4.4.1' meltano)
 
-ensure_tools() {
-  command -v uv >/dev/null || python3 -m pip install -q 'uv==0.13.9'
-  uv sync --locked --quiet
+# uv from PATH, else bootstrapped into a private virtual environment (.tools/uv, git-ignored): a stock Debian
+# python3 refuses `pip install` into the system Python (externally-managed-environment, PEP 668).
+ensure_uv() {
+  if ! command -v uv >/dev/null; then
+    if [ ! -x .tools/uv/bin/uv ]; then
+      if ! python3 -m venv .tools/uv >/dev/null 2>&1; then
+        rm -rf .tools/uv
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then   # Debian ships venv apart from python3
+          apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
+          python3 -m venv .tools/uv || return 1
+        else
+          echo "uv is missing and python3 cannot create a virtual environment: install uv, or python3-venv" >&2
+          return 1
+        fi
+      fi
+      .tools/uv/bin/python -m pip install -q --disable-pip-version-check 'uv==0.13.9' || return 1
+    fi
+    export PATH="$PWD/.tools/uv/bin:$PATH"
+  fi
 }
+
+ensure_tools() { ensure_uv && uv sync --locked --quiet; }
 
 # start_sandbox LOGFILE [extra sandbox flags]: start the emulator on $SANDBOX_PORT, wait for "ready".
 start_sandbox() {

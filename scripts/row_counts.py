@@ -1,21 +1,38 @@
-"""Print the row count of every tap-backstory table in the DuckDB or PostgreSQL warehouse.
+"""Print the row count of every tap-backstory table in the DuckDB or PostgreSQL warehouse (or target-jsonl's files).
 
-usage: python scripts/row_counts.py duckdb|postgres [--json FILE]
+usage: python scripts/row_counts.py duckdb|postgres|jsonl [--json FILE]
+
+The locations are the loaders' own settings, so a run and its check cannot look at different places:
+TARGET_DUCKDB_FILEPATH (default: the demo's output/warehouse.duckdb), TARGET_JSONL_DESTINATION_PATH.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 TABLES = ("activities", "enriched_contacts", "intent_feed_exports", "enriched_contact_records")
 SCHEMA = "tap_backstory"
-DUCKDB_FILE = "output/warehouse.duckdb"
+DUCKDB_FILE = os.environ.get("TARGET_DUCKDB_FILEPATH", "output/warehouse.duckdb")
 POSTGRES_DSN = "host=127.0.0.1 port=5433 user=tap password=tap dbname=tap"
+
+
+def jsonl_lines(folder: Path, table: str) -> int:
+    """Records target-jsonl wrote for a stream (one `<stream>*.jsonl` file per run), read line by line."""
+    total = 0
+    for path in folder.glob(f"{table}*.jsonl"):
+        with path.open("rb") as lines:
+            total += sum(1 for line in lines if line.strip())
+    return total
 
 
 def counts(warehouse: str) -> dict[str, int]:
     query = "select count(*) from {schema}.{table}"
+    if warehouse == "jsonl":
+        folder = Path(os.environ["TARGET_JSONL_DESTINATION_PATH"])
+        return {t: jsonl_lines(folder, t) for t in TABLES}
     if warehouse == "duckdb":
         import duckdb
 

@@ -329,7 +329,7 @@ class ExportJobs:
         for info in self._job_list():
             created = parse_timestamp(info.get("job_created_time"))
             if created is not None and created.tzinfo is None:
-                created = created.replace(tzinfo=dt.UTC)  # the docs' times are UTC
+                created = created.replace(tzinfo=dt.timezone.utc)  # the docs' times are UTC
             if (
                 created is not None
                 and created >= requested_at - ORPHAN_CLOCK_SKEW

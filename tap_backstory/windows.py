@@ -27,10 +27,10 @@ class Clock:
             today = parse_day(os.environ[TODAY_ENV_VAR], TODAY_ENV_VAR)
         self._shift = dt.timedelta(0)
         if today is not None:
-            self._shift = today - dt.datetime.now(dt.UTC).date()
+            self._shift = today - dt.datetime.now(dt.timezone.utc).date()
 
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC) + self._shift
+        return dt.datetime.now(dt.timezone.utc) + self._shift
 
     def today(self) -> dt.date:
         return self.now().date()
@@ -239,7 +239,7 @@ class ExportState:
         as_of = today
         if pending is not None:
             created = pending.created_at
-            as_of = min(today, (created.astimezone(dt.UTC) if created.tzinfo else created).date())
+            as_of = min(today, (created.astimezone(dt.timezone.utc) if created.tzinfo else created).date())
         self._drop_pending(window, export_type)
         reached = completed_through(window, as_of)
         if self.bookmark is None or reached > self.bookmark:
@@ -262,7 +262,7 @@ class ExportState:
 
 def format_timestamp(moment: dt.datetime) -> str:
     """The docs' `yyyy-MM-ddTHH:mm:ssZ`, in UTC."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_timestamp(value: t.Any) -> dt.datetime | None:

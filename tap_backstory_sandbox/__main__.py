@@ -1,4 +1,5 @@
-"""CLI: ``tap-backstory-sandbox --port 0 [--host 127.0.0.1] [--today YYYY-MM-DD] ... [--faults FILE.json]``.
+"""CLI of the local emulator used by the tests and the demo (not a data source):
+``tap-backstory-sandbox --port 0 [--host 127.0.0.1] [--today YYYY-MM-DD] ... [--faults FILE.json]``.
 
 Prints, one per line and flushed: ``backstory_url=...``, ``contactbased_url=...``, each demo credential as
 ``name=value``, then ``ready``; runs until SIGINT/SIGTERM.
@@ -22,10 +23,12 @@ from .settings import DEMO_CREDENTIALS, SandboxSettings
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tap-backstory-sandbox",
-        description="Local emulator of the Backstory bulk APIs (under /backstory) and the ContactBased Data "
-                    "APIs (under /contactbased), with deterministic data and injectable faults. Admin: "
-                    "GET /_sandbox/stats, GET /_sandbox/events, POST /_sandbox/configure, "
-                    "POST /_sandbox/reset-stats.")
+        usage="%(prog)s [--port PORT] [--today YYYY-MM-DD] [setting and fault options]",
+        description="A local emulator for tap-backstory's tests and demos, not a data source: it serves "
+                    "generated data, never your Backstory or ContactBased data. It emulates the Backstory bulk "
+                    "APIs (under /backstory) and the ContactBased Data APIs (under /contactbased), with "
+                    "deterministic data and injectable faults. Admin: GET /_sandbox/stats, GET /_sandbox/events, "
+                    "POST /_sandbox/configure, POST /_sandbox/reset-stats.")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0 = a free port, printed on start)")
     p.add_argument("--faults", metavar="FILE.json",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 # Recognisable, distinct demo credentials. The sandbox accepts exactly these.
@@ -133,7 +133,7 @@ class SandboxSettings:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def current_day(self) -> date:
-        return self.today or datetime.now(UTC).date()
+        return self.today or datetime.now(timezone.utc).date()
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}

@@ -9,7 +9,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from .settings import SandboxSettings
@@ -121,8 +121,8 @@ class SandboxState:
 
     def now(self) -> datetime:
         """Sandbox wall clock: the real UTC time of day on the sandbox's 'today'."""
-        real = datetime.now(UTC)
-        return datetime.combine(self.today(), real.time().replace(microsecond=0), tzinfo=UTC)
+        real = datetime.now(timezone.utc)
+        return datetime.combine(self.today(), real.time().replace(microsecond=0), tzinfo=timezone.utc)
 
     @staticmethod
     def mono() -> float:
@@ -133,7 +133,7 @@ class SandboxState:
 
     # --- stats/events --------------------------------------------------------------------------------------
     def event(self, kind: str, **fields: Any) -> None:
-        ev = {"t": datetime.now(UTC).isoformat(timespec="milliseconds"), "kind": kind, **fields}
+        ev = {"t": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "kind": kind, **fields}
         with self.lock:
             self.events.append(ev)
 

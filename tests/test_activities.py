@@ -168,7 +168,7 @@ def test_a_pending_job_past_the_retention_is_not_reused():
         config = tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15)
         run(sb, config)
         old, young = windows(sb)
-        now = dt.datetime.combine(TODAY, dt.datetime.now(dt.UTC).time(), tzinfo=dt.UTC)
+        now = dt.datetime.combine(TODAY, dt.datetime.now(dt.timezone.utc).time(), tzinfo=dt.timezone.utc)
 
         def entry(window: dict, age: dt.timedelta) -> dict:
             created = (now - age).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -267,7 +267,7 @@ def test_a_job_requested_by_a_killed_run_is_found_in_the_job_list_and_adopted():
         config = tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15)
         run(sb, config)  # stands in for the killed run: Backstory made these jobs
         old, young = windows(sb)
-        now = dt.datetime.combine(TODAY, dt.datetime.now(dt.UTC).time(), tzinfo=dt.UTC)
+        now = dt.datetime.combine(TODAY, dt.datetime.now(dt.timezone.utc).time(), tzinfo=dt.timezone.utc)
         sb.reset_stats()
         result = run(sb, config, state=_requested(old, now - dt.timedelta(minutes=1)))
         assert f"adopting export job {old['job_id']}" in result.stderr
@@ -283,7 +283,7 @@ def test_a_listed_job_is_adopted_only_if_it_matches_the_request_and_followed_it(
         earlier = {**config, "activity_type": "email"} if mismatch == "another_activity_type" else config
         run(sb, earlier)
         old, _ = windows(sb)
-        now = dt.datetime.combine(TODAY, dt.datetime.now(dt.UTC).time(), tzinfo=dt.UTC)
+        now = dt.datetime.combine(TODAY, dt.datetime.now(dt.timezone.utc).time(), tzinfo=dt.timezone.utc)
         asked = now + dt.timedelta(hours=1) if mismatch == "created_before_the_request" else now
         sb.reset_stats()
         result = run(sb, config, state=_requested(old, asked))

@@ -13,7 +13,7 @@ from tap_backstory_sandbox import Sandbox, SandboxSettings
 SANDBOX = Sandbox(SandboxSettings(job_queue_seconds=0.05, job_run_seconds=0.1, contacts_per_day=10)).start()
 CONFIG = {
     **SANDBOX.tap_config(),
-    "start_date": (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=20)).isoformat(),
+    "start_date": (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=20)).isoformat(),
     "job_poll_interval_seconds": 0.1,
     "intent_lookback_days": 2,
     # The dry run stops each stream after 60 records; small batches let enrichment emit before that.

@@ -105,7 +105,7 @@ def test_pending_jobs_are_recorded_found_and_dropped_per_window():
     state: dict = {}
     export = ExportState(state)
     first, second = Window(D("2026-01-01"), D("2026-01-14")), Window(D("2026-01-15"), D("2026-01-28"))
-    created = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.UTC)
+    created = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.timezone.utc)
     export.job_created(first, "delta", 123, created)  # an integer job id is kept as a string
     export.job_created(second, "delta", "abc", created)
     assert state["pending_jobs"][0] == {
@@ -130,7 +130,7 @@ def test_a_job_being_requested_is_announced_then_replaced_by_its_id():
     state: dict = {}
     export = ExportState(state)
     window = Window(D("2026-01-01"), D("2026-01-14"))
-    asked = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.UTC)
+    asked = dt.datetime(2026, 2, 1, 8, 30, tzinfo=dt.timezone.utc)
     export.job_requested(window, "snapshot", asked)
     assert state["pending_jobs"] == [
         {
@@ -198,7 +198,7 @@ def test_a_job_created_on_an_earlier_day_earns_the_day_before_its_creation():
     state: dict = {}
     export = ExportState(state)
     window = Window(D("2026-02-25"), D("2026-03-11"))
-    export.job_created(window, "snapshot", "42", dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC))
+    export.job_created(window, "snapshot", "42", dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.timezone.utc))
     export.window_done(window, "snapshot", TODAY + dt.timedelta(days=1), last=True)
     assert state["bookmark"] == "2026-02-28"
 
@@ -208,7 +208,7 @@ def test_a_window_retried_with_another_end_keeps_one_pending_entry():
     request's entry must not linger (a resumed run would look for a job that never existed)."""
     state: dict = {}
     export = ExportState(state)
-    asked = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
+    asked = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
     export.job_requested(Window(D("2026-02-25"), D("2026-03-11")), "snapshot", asked)
     export.job_requested(Window(D("2026-02-25"), TODAY), "snapshot", asked)
     assert [(e["window_start"], e["window_end"]) for e in state["pending_jobs"]] == [("2026-02-25", "2026-03-01")]
