@@ -34,7 +34,7 @@ from tap_backstory.client import (
     TapBackstoryError,
     backoff_delay,
 )
-from tap_backstory.formats import unwrap_list
+from tap_backstory.formats import read_export, unwrap_list
 from tap_backstory.windows import RETENTION, Clock, PendingJob, Window, format_timestamp, parse_timestamp
 
 WAITING_STATES = frozenset({"Queued", "Running"})
@@ -402,21 +402,17 @@ class ExportJobs:
                 fragment = pending.popleft()
                 futures.append(pool.submit(self._download, job_id, fragment, read_timeout, stop))
 
-        def parse_file(body: t.BinaryIO, fragment: int | None) -> t.Iterator[dict]:
-            source = f"export job {job_id}" + ("" if fragment is None else f" fragment {fragment}")
-            with body:
-                body.seek(0)
-                yield from self.parse(body, source)
+        def label(fragment: int | None) -> str:
+            return f"export job {job_id}" + ("" if fragment is None else f" fragment {fragment}")
 
-        try:
-            submit_ahead()
+        def downloaded() -> t.Iterator[tuple[t.BinaryIO, str]]:
+            """The fragment files in order, downloaded ahead; read as ONE file by `read_export`."""
+            nonlocal total_bytes
             while futures:
                 body, fragment, nbytes = futures.popleft().result()
                 submit_ahead()
                 total_bytes += nbytes
-                for record in parse_file(body, fragment):
-                    rows += 1
-                    yield record
+                yield body, label(fragment)
             # The activities doc calls `fragment` a "Count of fragments ... (0-based)", which a server may mean
             # as the last fragment's number. Only when the fragments fell short of `results_size`, ask for
             # the next one too; a refusal (no such fragment) ends the job as usual.
@@ -440,10 +436,14 @@ class ExportJobs:
                     extra,
                 )
                 total_bytes += nbytes
-                for record in parse_file(body, fragment):
-                    rows += 1
-                    yield record
+                yield body, label(fragment)
                 extra += 1
+
+        try:
+            submit_ahead()
+            for record in read_export(downloaded(), self.parse, f"export job {job_id}"):
+                rows += 1
+                yield record
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
