@@ -377,7 +377,7 @@ class ExportJobs:
 
     # --- download --------------------------------------------------------------------------------------
     def _records(self, slot: _Slot) -> t.Iterator[dict]:
-        """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted."""
+        """Records of a Completed job: fragments downloaded in parallel, read in order as one file, then deleted."""
         job_id, info = str(slot.job_id), slot.info
         count = info.get("fragments", info.get("fragment"))
         fragments: list[int | None] = list(range(int(count))) if count else [None]  # None: the stitched file
