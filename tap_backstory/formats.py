@@ -380,7 +380,7 @@ class _Stitcher:
     - CSV (the first file does not start with `{` or `[`): a later file starting with the first file's header
       line is standalone, so that line is dropped; otherwise it continues the previous file's bytes.
     - JSON Lines: a file ending without a newline ends with either a record cut in two (its last line is not
-      valid JSON: the next file's first bytes complete it) or a whole record lacking its final newline (one
+      a JSON object: the next file's first bytes complete it) or a whole record lacking its final newline (one
       is inserted).
     - JSON array: a file ending in `]` followed by one starting with `[` continues the array (`] [` → `,`).
     """
@@ -433,9 +433,9 @@ class _Stitcher:
         if self.kind == "csv":
             if _first_line(head) == self.header:  # a standalone file: its header is the first file's
                 head = head[head.find(b"\n") + 1 :] if b"\n" in head else b""
-                yield from self._hold_back(tail + b"\n" + head if tail and not tail.endswith(b"\n") else tail + head)
+                yield from self._hold_back(tail + b"\n" + head if tail else head)  # tail: a last row, no newline
                 return
-        elif self.kind == "lines" and tail and _is_json(tail):
+        elif self.kind == "lines" and tail and _is_json_object(tail):
             tail += b"\n"  # a whole record lacking its final newline, not one cut in two
         elif self.kind == "array":
             before, after = tail.rstrip(), head.lstrip()
@@ -453,12 +453,12 @@ def _first_line(head: bytes) -> bytes:
     return head.removeprefix(codecs.BOM_UTF8).split(b"\n", 1)[0].rstrip(b"\r")
 
 
-def _is_json(line: bytes) -> bool:
+def _is_json_object(line: bytes) -> bool:
+    """A whole record. Not any JSON value: a number cut in two (`12` + `3`) parses too."""
     try:
-        _LINE_DECODER.decode(line)
+        return isinstance(_LINE_DECODER.decode(line), dict)
     except msgspec.DecodeError:
         return False
-    return True
 
 
 class _ChunkReader(io.RawIOBase):

@@ -108,3 +108,10 @@ def test_an_undecodable_file_is_a_data_error_naming_the_fragment(fragments, mess
     with pytest.raises(DataError) as error:
         read(fragments)
     assert str(error.value).startswith(message), str(error.value)
+
+
+def test_a_pretty_printed_document_cut_anywhere_even_inside_a_number():
+    records = [*LINES, {"uid": "a4", "scores": [12, 345]}]
+    body = json.dumps({"data": records}, indent=2, ensure_ascii=False).encode()
+    for fragments in cuts(body):
+        assert read(fragments) == records, fragments
