@@ -7,6 +7,7 @@ stopping the window (its bookmark is then not advanced).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -14,6 +15,7 @@ import json
 import logging
 import re
 import typing as t
+import zlib
 
 import msgspec
 
@@ -285,3 +287,201 @@ def _converter_for(spec: dict) -> t.Callable[[str], t.Any] | None:
     if "array" in types or "object" in types:
         return json.loads
     return None
+
+
+# --- one export = the ordered fragment files read as ONE logical file ----------------------------------------
+# The docs say fragments "are stitched together to form a single file" and no more: each fragment may be a
+# complete file (CSV header repeated, whole lines, a JSON array each) or a byte slice of the one file (header
+# only in the first, a record or even a UTF-8 character cut across the boundary). `read_export` accepts both,
+# per boundary, from the data itself; see docs/decisions.md.
+
+STITCH_CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+HEAD_LIMIT = 1 << 20
+"""Bytes peeked at the start of a fragment to find its first line (a CSV header, a JSON line)."""
+ARRAY_TAIL = 64
+"""Bytes held back at the end of a JSON-array fragment: its closing `]` is dropped if another array follows."""
+
+
+def read_export(
+    files: t.Iterable[tuple[t.BinaryIO, str]],
+    parse: t.Callable[[t.BinaryIO, str], t.Iterator[dict]],
+    source: str,
+) -> t.Iterator[dict]:
+    """Records of one export's fragment files (`(file, label)` in fragment order; each is closed once read).
+
+    The files are chained into one binary stream handed to `parse` once: gzip bodies (by magic bytes) are
+    decompressed, whether each fragment is a gzip file or one gzip file was cut into slices; text must be UTF-8;
+    and each boundary is normalised (see `_Stitcher`). Memory holds a chunk and a line, never a whole file."""
+    stitcher = _Stitcher(_decoded(files))
+    stream = io.BufferedReader(_ChunkReader(stitcher.chunks()), STITCH_CHUNK)
+    yield from parse(stream, source)
+
+
+def _decoded(files: t.Iterable[tuple[t.BinaryIO, str]]) -> t.Iterator[tuple[bool, bytes]]:
+    """(starts a new file, bytes) of the files as text: gzip members decompressed, UTF-8 checked.
+
+    A gzip member may run on into the next fragments (one gzip file cut into slices): only a member's end
+    starts a new file there. Anything undecodable raises `DataError` naming the fragment."""
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    member = None  # the gzip member being decompressed
+    label, offset = "the export", 0  # offset: in the text of the current fragment, for messages
+    for body, label in files:
+        with body:
+            body.seek(0)
+            offset = 0
+            chunk = body.read(STITCH_CHUNK)
+            is_gzip = member is not None or _starts_gzip(chunk)  # continues a member or starts one
+            new_file = member is None
+            while chunk:
+                if not is_gzip:
+                    text, chunk = chunk, b""
+                else:
+                    if member is None:
+                        if not _starts_gzip(chunk):
+                            raise DataError(f"{label}: data after the end of its gzip file; the file is corrupt")
+                        member, new_file = zlib.decompressobj(wbits=31), True
+                    try:
+                        text = member.decompress(chunk, STITCH_CHUNK)  # bounded, even for a gzip bomb
+                    except zlib.error as exc:
+                        raise DataError(f"{label}: not a readable gzip file ({exc})") from None
+                    chunk = member.unconsumed_tail or member.unused_data
+                    if member.eof:
+                        member = None
+                _check_utf8(utf8, text, label, offset)
+                offset += len(text)
+                yield new_file, text
+                new_file = False
+                if not chunk:
+                    chunk = body.read(STITCH_CHUNK)
+    if member is not None:
+        raise DataError(f"{label}: its gzip file ends before the gzip end marker; the export is truncated")
+    _check_utf8(utf8, b"", label, offset, final=True)
+
+
+def _starts_gzip(chunk: bytes) -> bool:
+    return bool(chunk) and GZIP_MAGIC.startswith(chunk[:2])  # a one-byte slice may hold half the magic
+
+
+def _check_utf8(decoder: codecs.IncrementalDecoder, text: bytes, label: str, offset: int, final: bool = False) -> None:
+    pending = len(decoder.getstate()[0])
+    try:
+        decoder.decode(text, final)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{label}: byte {offset - pending + exc.start} is not valid UTF-8 ({exc.reason}); "
+            "the tap reads UTF-8 text only"
+        ) from None
+
+
+class _Stitcher:
+    """Joins consecutive files into one, deciding at each boundary how they fit together:
+
+    - CSV (the first file does not start with `{` or `[`): a later file starting with the first file's header
+      line is standalone, so that line is dropped; otherwise it continues the previous file's bytes.
+    - JSON Lines: a file ending without a newline ends with either a record cut in two (its last line is not
+      a JSON object: the next file's first bytes complete it) or a whole record lacking its final newline (one
+      is inserted).
+    - JSON array: a file ending in `]` followed by one starting with `[` continues the array (`] [` → `,`).
+    """
+
+    def __init__(self, parts: t.Iterator[tuple[bool, bytes]]) -> None:
+        self.parts = parts
+        self.kind: str | None = None  # "csv" | "lines" | "array", from the first bytes
+        self.header = b""  # CSV: the first file's first line, without BOM and line end
+        self.tail = b""  # the end of the previous file, held back until the next file shows how they join
+
+    def chunks(self) -> t.Iterator[bytes]:
+        head: bytearray | None = None  # the start of a new file, gathered up to its first newline
+        for new_file, data in self.parts:
+            if new_file:
+                if head is not None:  # the previous file ended within its head
+                    yield from self._begin(bytes(head))
+                head = bytearray()
+            if head is None:
+                yield from self._hold_back(data)
+                continue
+            head += data
+            if b"\n" in head or len(head) >= HEAD_LIMIT:
+                yield from self._begin(bytes(head))
+                head = None
+        if head is not None:
+            yield from self._begin(bytes(head))
+        if self.tail:
+            yield self.tail
+
+    def _hold_back(self, data: bytes) -> t.Iterator[bytes]:
+        data = self.tail + data if self.tail else data
+        # JSON array: the last bytes, for a closing `]`; else the last line, whole or not (whether it ends in a
+        # newline decides the boundary).
+        cut = max(0, len(data) - ARRAY_TAIL) if self.kind == "array" else data.rfind(b"\n") + 1
+        self.tail = data[cut:]
+        if cut:
+            yield data[:cut]
+
+    def _begin(self, head: bytes) -> t.Iterator[bytes]:
+        """The bytes joining the previous file (its held-back tail) to a new file starting with `head`."""
+        if not head:
+            return
+        if self.kind is None:
+            self.kind = _kind(head)
+            if self.kind == "csv":
+                self.header = _first_line(head)
+            yield from self._hold_back(head)
+            return
+        tail, self.tail = self.tail, b""
+        if self.kind == "csv":
+            if _first_line(head) == self.header:  # a standalone file: its header is the first file's
+                head = head[head.find(b"\n") + 1 :] if b"\n" in head else b""
+                yield from self._hold_back(tail + b"\n" + head if tail else head)  # tail: a last row, no newline
+                return
+        elif self.kind == "lines" and tail and _is_json_object(tail):
+            tail += b"\n"  # a whole record lacking its final newline, not one cut in two
+        elif self.kind == "array":
+            before, after = tail.rstrip(), head.lstrip()
+            if before.endswith(b"]") and after.startswith(b"["):
+                tail, head = before[:-1] + b",", after[1:]  # the parser skips stray commas
+        yield from self._hold_back(tail + head)
+
+
+def _kind(head: bytes) -> str:
+    first = head.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
+    return "array" if first == b"[" else "lines" if first == b"{" else "csv"
+
+
+def _first_line(head: bytes) -> bytes:
+    return head.removeprefix(codecs.BOM_UTF8).split(b"\n", 1)[0].rstrip(b"\r")
+
+
+def _is_json_object(line: bytes) -> bool:
+    """A whole record. Not any JSON value: a number cut in two (`12` + `3`) parses too."""
+    try:
+        return isinstance(_LINE_DECODER.decode(line), dict)
+    except msgspec.DecodeError:
+        return False
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only binary stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: t.Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: t.Any) -> int:
+        # Fills the whole buffer when it can, so a parser's `peek` sees as much as it asks for.
+        filled, size = 0, len(buffer)
+        while filled < size:
+            if not self._pending:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._pending = memoryview(chunk)
+            n = min(size - filled, len(self._pending))
+            buffer[filled : filled + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            filled += n
+        return filled

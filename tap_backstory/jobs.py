@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from tap_backstory.client import RETRIABLE_STATUSES, ApiClient, ApiError, TapBackstoryError, one_line
-from tap_backstory.formats import unwrap_list
+from tap_backstory.formats import read_export, unwrap_list
 from tap_backstory.fragments import Fragment, FragmentReader
 from tap_backstory.polling import PollSchedule
 from tap_backstory.windows import RETENTION, Clock, PendingJob, Window, format_timestamp, parse_timestamp
@@ -388,7 +388,7 @@ class ExportJobs:
         """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted."""
         job_id, started, rows = str(slot.job_id), time.monotonic(), 0
         reader = FragmentReader(self.api, self.path, self.fragment_concurrency, self.log)
-        for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse):
+        for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse, job_id):
             rows += 1
             yield record
         elapsed = time.monotonic() - started
@@ -403,10 +403,11 @@ class ExportJobs:
         )
 
 
-def parse_in_order(fragments: t.Iterable[Fragment], parse: Parser) -> t.Iterator[dict]:
-    """The records of a job's fragment files, handed over in fragment order: each file is parsed on its own."""
-    for fragment in fragments:
-        yield from parse(fragment.body, fragment.source)
+def parse_in_order(fragments: t.Iterable[Fragment], parse: Parser, job_id: str) -> t.Iterator[dict]:
+    """The records of a job's fragment files, handed over in fragment order and read as ONE file: the docs say
+    fragments "are stitched together to form a single file", not that each is a whole file (`formats.read_export`
+    tells byte slices from standalone files by the data)."""
+    return read_export(((fragment.body, fragment.source) for fragment in fragments), parse, f"export job {job_id}")
 
 
 def _heartbeat_seconds() -> float:

@@ -18,6 +18,9 @@ Behaviour, with the vendor doc it follows (files in ``shared/api``):
 * ``GET .../jobs/{id}/data[?fragment=N]``: fragments are 0-based; no fragment = all fragments stitched into one
   file. Activities are JSON Lines; contacts are CSV with a header row (every fragment is a standalone CSV
   file with its header) or JSON (JSON Lines, or an array per file with ``contacts_json_style="array"``).
+  The docs only say fragments "are stitched together to form a single file", so ``fragment_layout="byte_range"``
+  serves them as byte slices of that one file instead; ``gzip_bodies`` and ``body_encoding`` serve bodies
+  gzip-compressed (no Content-Encoding) or in Latin-1.
 * Errors: ``{"error": "<Name>Exception", "message": "..."}``; unsupported methods and unknown paths → 404
   ``{"error": "NotFoundException", "message": "HTTP 404 Not Found"}``.
 """
@@ -26,12 +29,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import re
 import secrets
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -366,12 +371,32 @@ class Backstory:
             key.update(per_day=s.activities_per_day, extra=s.extra_activity_fields, ahead=s.future_activity_days)
         else:
             key.update(per_day=s.contacts_per_day, json_style=s.contacts_json_style)
+        key.update(layout=s.fragment_layout, gzip=s.gzip_bodies, encoding=s.body_encoding)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
         folder = Path(s.cache_exports_dir)
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{job.stream}-{digest}.body"
 
     def _render_chunks(self, job: Job, fragment: int | None) -> Iterator[bytes]:
+        s = self.state.settings
+        if fragment is None and s.gzip_bodies and s.fragment_layout == "standalone":
+            # The fragments' gzip files back to back (one multi-member gzip file): the sizes add up.
+            return itertools.chain.from_iterable(self._file_chunks(job, k) for k in range(len(job.bounds)))
+        if fragment is None or s.fragment_layout != "byte_range":
+            return self._file_chunks(job, fragment)
+        # One file cut into consecutive byte slices: a header, a record or a character may straddle two.
+        size, count = self._body_size(job, None), len(job.bounds)
+        return _byte_slice(self._file_chunks(job, None), fragment * size // count, (fragment + 1) * size // count)
+
+    def _file_chunks(self, job: Job, fragment: int | None) -> Iterator[bytes]:
+        """One complete file as served: the text in the body encoding, gzip-compressed if asked."""
+        s = self.state.settings
+        chunks = self._text_chunks(job, fragment)
+        if s.body_encoding != "utf-8":
+            chunks = (chunk.decode().encode(s.body_encoding, "replace") for chunk in chunks)
+        return _gzip(chunks) if s.gzip_bodies else chunks
+
+    def _text_chunks(self, job: Job, fragment: int | None) -> Iterator[bytes]:
         if fragment is None:
             skip, limit = 0, None
         else:
@@ -435,6 +460,24 @@ class Backstory:
         else:
             st.event("fragment_served", job_id=job.job_id, fragment=fragment, content_length=length)
         return resp
+
+
+def _byte_slice(chunks: Iterator[bytes], start: int, end: int) -> Iterator[bytes]:
+    offset = 0
+    for chunk in chunks:
+        if offset + len(chunk) > start:
+            yield chunk[max(0, start - offset):end - offset]
+        offset += len(chunk)
+        if offset >= end:
+            return
+
+
+def _gzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    compressor = zlib.compressobj(wbits=31)  # a gzip member with mtime 0: the same bytes every time
+    for chunk in chunks:
+        if out := compressor.compress(chunk):
+            yield out
+    yield compressor.flush()
 
 
 # ----------------------------------------------------------------------------------------------------------

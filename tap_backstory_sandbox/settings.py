@@ -67,6 +67,15 @@ class SandboxSettings:
     """Read "Count of fragments ... (0-based)" the other way: report the last fragment's number (count - 1)."""
     contacts_json_style: str = "lines"
     """Enriched contacts JSON output: 'lines' (JSON Lines) or 'array' (one JSON array per file)."""
+    fragment_layout: str = "standalone"
+    """How an export's fragments make up its file: 'standalone' (every fragment a complete file: the CSV
+    header repeated, whole lines, a JSON array per fragment in array style) or 'byte_range' (consecutive byte
+    slices of ONE file: the header only in the first, records and UTF-8 characters cut across boundaries)."""
+    gzip_bodies: bool = False
+    """Serve data bodies gzip-compressed with no Content-Encoding header: every standalone fragment its own
+    gzip file, or with ``fragment_layout='byte_range'`` one gzip file cut into byte slices."""
+    body_encoding: str = "utf-8"
+    """Character encoding of data bodies: 'utf-8' or 'latin-1' (names such as 'Müller' are then not UTF-8)."""
     extra_activity_fields: bool = False
     """Add an undeclared top-level key ('sentiment') to every activity."""
     extra_row_fields: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import time
@@ -315,3 +316,47 @@ def test_contacts_filters_and_array_style(sb):
     assert r.status_code == 400
     r = create_job(sb, h, "contacts", output_format="XML")
     assert r.status_code == 400 and "outputFormat" in r.json()["message"]
+
+
+def _bodies(sb: Sandbox, stream: str, **body) -> tuple[bytes, list[bytes]]:
+    """The stitched file and the fragments of one new job."""
+    h = token(sb, "activity" if stream == "activities" else "object")
+    job = wait_job(sb, h, create_job(sb, h, stream, **body).json()["job_id"], stream)
+    url = data_url(sb, job["job_id"], stream)
+    parts = [requests.get(url, params={"fragment": k}, headers=h, timeout=10).content for k in range(job["fragments"])]
+    return requests.get(url, headers=h, timeout=10).content, parts
+
+
+@pytest.mark.parametrize("gzip_bodies", [False, True])
+def test_byte_range_fragments_are_slices_of_one_file(gzip_bodies):
+    with Sandbox(fast_settings(fragment_layout="byte_range", gzip_bodies=gzip_bodies)) as sb:
+        whole, parts = _bodies(sb, "contacts", output_format="CSV", start_date="2026-01-01")
+        assert len(parts) == 4 and b"".join(parts) == whole
+        sb.configure(fragment_layout="standalone", gzip_bodies=False)
+        plain, standalone = _bodies(sb, "contacts", output_format="CSV", start_date="2026-01-01")
+    text = gzip.decompress(whole) if gzip_bodies else whole
+    assert text == plain and text.count(plain.split(b"\n")[0]) == 1  # one header
+    if gzip_bodies:
+        assert parts[0][:2] == b"\x1f\x8b" and all(part[:2] != b"\x1f\x8b" for part in parts[1:])
+    else:  # slices cut inside rows: no slice after the first starts with the header or a whole row
+        assert all(not part.startswith(plain.split(b"\n")[0]) for part in parts[1:])
+        assert all(not parts[k - 1].endswith(b"\n") for k in range(1, 4))
+    assert all(part.startswith(plain.split(b"\n")[0]) for part in standalone)
+
+
+def test_gzip_standalone_fragments_are_each_a_gzip_file():
+    with Sandbox(fast_settings(gzip_bodies=True)) as sb:
+        whole, parts = _bodies(sb, "activities")
+        sb.configure(gzip_bodies=False)
+        plain, plain_parts = _bodies(sb, "activities")
+    assert [gzip.decompress(part) for part in parts] == plain_parts
+    assert gzip.decompress(whole) == plain
+
+
+def test_latin_1_bodies_are_not_utf_8():
+    with Sandbox(fast_settings(body_encoding="latin-1")) as sb:
+        whole, _ = _bodies(sb, "contacts", output_format="JSON", start_date="2026-01-01")
+    assert "Müller".encode("latin-1") in whole
+    with pytest.raises(UnicodeDecodeError):
+        whole.decode()
+    assert json.loads(whole.decode("latin-1").splitlines()[0])["email"]
