@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
 import typing as t
 
@@ -22,6 +24,28 @@ from tap_backstory.windows import Clock, lookback_since, lookback_window, out_of
 BUILDING_STATUSES = frozenset({"building", "pending", "queued", "processing", "running", "in_progress"})
 """ExportSummary `status` values of an export that is not readable yet (a newer API variant builds exports
 asynchronously; the documented one has no `status` and is readable at once)."""
+
+LINEAGE_FIELDS = frozenset({"feed_id", "export_id", "page", "row_number", "window_start", "window_end"})
+"""Where a row was read from: a new export of the same day gives the same row new values, so they are data, not key."""
+
+OPTIONAL_ROW_FIELDS = frozenset({
+    "first_name", "last_name", "address", "city", "state", "zip", "gender", "age_range", "income_range", "net_worth",
+    "linkedin_url", "job_title", "department", "company_size", "company_revenue",
+})  # fmt: skip
+"""Row fields sent only with `get_pii` / `include_business_info`: settings must not change a row's key."""
+
+
+def row_key(feed_id: str, record: dict) -> str:
+    """The primary key of an intent row: sha256 of the canonical JSON of its feed and its identifying content
+    (every field but the lineage, the optional PII/business fields and `_extra`), the same in every export that
+    re-reads the row's day (docs/decisions.md)."""
+    content = {
+        name: value
+        for name, value in record.items()
+        if name not in LINEAGE_FIELDS and name not in OPTIONAL_ROW_FIELDS and name not in ("_extra", "row_key")
+    }
+    canonical = json.dumps([feed_id, content], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +77,12 @@ class ContactBasedOptions:
             enrichment_sections=tuple(config.get("enrichment_sections") or ENRICHMENT_SECTIONS),
             enrichment_batch_size=int(config["enrichment_batch_size"]),
         )
+
+
+def quota_remaining(feed: dict) -> t.Any:
+    """`export_rows_remaining` for a log line; an uncapped feed lists it as null."""
+    remaining = feed.get("export_rows_remaining")
+    return "no cap" if remaining is None else remaining
 
 
 class IntentFeeds:
@@ -149,7 +179,7 @@ class IntentFeeds:
             lookback,
             total,
             flight["records_with_contact_id"],
-            feed.get("export_rows_remaining", "unlimited"),
+            quota_remaining(feed),
         )
         return flight
 
@@ -185,7 +215,7 @@ class IntentFeeds:
                 raise
             raise TapBackstoryError(
                 f"intent feed {feed['feed_id']}: the export of window {flight['window_start']}..{flight['window_end']} "
-                f"({flight['total_records']} rows found, {feed.get('export_rows_remaining')} rows of quota remaining) "
+                f"({flight['total_records']} rows found, {quota_remaining(feed)} rows of quota remaining) "
                 f"was refused: {exc}"
             ) from None
         summary = self._wait_until_built(feed["feed_id"], summary)

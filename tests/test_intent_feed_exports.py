@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID
+from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID, data
 from tests.contactbased_support import (
     ENRICHED,
     FEEDS,
@@ -51,6 +51,8 @@ def test_two_feeds_every_row_with_lineage():
             feed_state = result.final_state["bookmarks"][INTENT]["feeds"][feed_id]
             assert feed_state == {"last_window_start": start.isoformat(), "last_window_end": end.isoformat()}
         assert not duplicates(row_keys(records))
+        assert f"intent feed {FEED_B_ID}: window" in result.stderr
+        assert "export quota remaining: no cap" in result.stderr  # feed B is uncapped (listed as null)
         stats = sb.stats()
         assert (stats["searches_created"], stats["exports_created"]) == (2, 2)
         totals = [expected_rows(sb, feed, 3) for feed in FEEDS]
@@ -215,3 +217,64 @@ def test_an_export_building_is_polled_on_the_job_poll_schedule():
         # While the export is younger than 4 intervals, a quarter of its age is below the interval: no growth.
         assert waits[:3] == [0.2, 0.2, 0.2], waits
         assert all(later <= earlier * 1.5 for earlier, later in itertools.pairwise(waits)), waits
+
+
+def upsert(tables: dict[str, dict], result) -> None:
+    """What a target upserting on each stream's announced primary key keeps of a run."""
+    keys = {m["stream"]: m["key_properties"] for m in result.messages if m["type"] == "SCHEMA"}
+    for message in result.messages:
+        if message["type"] == "RECORD":
+            record = message["record"]
+            tables.setdefault(message["stream"], {})[tuple(record[k] for k in keys[message["stream"]])] = record
+
+
+@pytest.mark.parametrize("runs", [2, 3])
+def test_consecutive_runs_upserted_on_the_primary_key_hold_each_intent_row_once(runs):
+    """Each run searches again from the last window's end day, so that day's rows come back under a new export
+    and new row numbers: the primary key must not depend on that lineage."""
+    with sandbox(page_size=1000) as sb:
+        first_day = sb.settings.current_day() - timedelta(days=2)  # intent_lookback_days 3
+        tables: dict[str, dict] = {}
+        state = None
+        for n in range(runs):
+            if n:
+                sb.set_today(sb.settings.current_day() + timedelta(days=n))  # 1 day, then 2 days later
+            result = run(sb, tap_config(sb), state=state)
+            assert result.returncode == 0, result.stderr[-2000:]
+            upsert(tables, result)
+            state = result.final_state
+            if n:
+                overlap_day = sb.settings.current_day() - timedelta(days=n)  # the last window's end day
+                for feed_id in FEEDS:
+                    overlap = data.expected_intent_rows(sb.settings, feed_id, overlap_day, overlap_day)
+                    quota = f"{overlap} rows of export quota"
+                    if feed_id == FEED_B_ID:
+                        quota = "no quota: the feed is uncapped"
+                    line = f"intent feed {feed_id}: {overlap} rows ({quota}) came from the re-read day {overlap_day}"
+                    assert line in result.stderr
+        last_day = sb.settings.current_day()
+        distinct = sum(data.expected_intent_rows(sb.settings, feed, first_day, last_day) for feed in FEEDS)
+        assert len(tables[INTENT]) == distinct
+        assert sorted(r["signal_date"] for r in tables[INTENT].values()) == sorted(
+            r["signal_date"] for feed in FEEDS for r in data.iter_intent_rows(sb.settings, feed, first_day, last_day)
+        )
+        assert len({r["export_id"] for r in tables[INTENT].values()}) == 2 * runs  # lineage kept as data
+
+
+def test_row_key_ignores_lineage_and_the_optional_pii_and_business_fields():
+    with sandbox(page_size=1000) as sb:
+        plain = run(sb, tap_config(sb, intent_feed_ids=[FEED_A_ID], intent_lookback_days=1))
+        rich = run(
+            sb,
+            tap_config(
+                sb, intent_feed_ids=[FEED_A_ID], intent_lookback_days=1, intent_get_pii=True,
+                intent_include_business_info=True,
+            ),
+        )
+        assert plain.returncode == rich.returncode == 0, plain.stderr[-2000:] + rich.stderr[-2000:]
+        plain_keys = [r["row_key"] for r in plain.records(INTENT)]
+        rich_records = rich.records(INTENT)
+        assert all(r["first_name"] and r["linkedin_url"] for r in rich_records)
+        assert [r["row_key"] for r in rich_records] == plain_keys
+        assert len(set(plain_keys)) == len(plain_keys) == expected_rows(sb, FEED_A_ID, 1)
+        assert all(re.fullmatch(r"[0-9a-f]{64}", key) for key in plain_keys)
