@@ -14,17 +14,20 @@ DUCKDB_FILE = "output/warehouse.duckdb"
 POSTGRES_DSN = "host=127.0.0.1 port=5433 user=tap password=tap dbname=tap"
 
 
-def counts(warehouse: str) -> dict[str, int]:
-    query = "select count(*) from {schema}.{table}"
+def connect(warehouse: str):
+    """A connection (a context manager with `execute`) to the DuckDB file, read-only, or to PostgreSQL."""
     if warehouse == "duckdb":
         import duckdb
 
-        with duckdb.connect(DUCKDB_FILE, read_only=True) as con:
-            return {t: con.execute(query.format(schema=SCHEMA, table=t)).fetchone()[0] for t in TABLES}
+        return duckdb.connect(DUCKDB_FILE, read_only=True)
     import psycopg
 
-    with psycopg.connect(POSTGRES_DSN) as con:
-        return {t: con.execute(query.format(schema=SCHEMA, table=t)).fetchone()[0] for t in TABLES}
+    return psycopg.connect(POSTGRES_DSN)
+
+
+def counts(warehouse: str) -> dict[str, int]:
+    with connect(warehouse) as con:
+        return {t: con.execute(f"select count(*) from {SCHEMA}.{t}").fetchone()[0] for t in TABLES}
 
 
 def main() -> None:
