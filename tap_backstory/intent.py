@@ -25,6 +25,12 @@ BUILDING_STATUSES = frozenset({"building", "pending", "queued", "processing", "r
 """ExportSummary `status` values of an export that is not readable yet (a newer API variant builds exports
 asynchronously; the documented one has no `status` and is readable at once)."""
 
+LOOKBACK_CAP_KEYS = ("lookback_days", "max_lookback_days", "lookback_days_cap", "lookback_cap")
+"""Where a listed feed may hold its lookback cap (the docs name the cap, not its key); the first non-null wins."""
+
+DEFAULT_LOOKBACK_DAYS = 30
+"""First window of a feed listed without a cap when `intent_lookback_days` is not set (the docs' example window)."""
+
 LINEAGE_FIELDS = frozenset({"feed_id", "export_id", "page", "row_number", "window_start", "window_end"})
 """Where a row was read from: a new export of the same day gives the same row new values, so they are data, not key."""
 
@@ -79,6 +85,14 @@ class ContactBasedOptions:
         )
 
 
+def lookback_cap(feed: dict) -> int | None:
+    """The feed's lookback cap, under whichever key it is listed; None when none is listed (or it is null)."""
+    for key in LOOKBACK_CAP_KEYS:
+        if feed.get(key) is not None:
+            return int(feed[key])
+    return None
+
+
 def quota_remaining(feed: dict) -> t.Any:
     """`export_rows_remaining` for a log line; an uncapped feed lists it as null."""
     remaining = feed.get("export_rows_remaining")
@@ -122,20 +136,25 @@ class IntentFeeds:
 
     def lookback_days(self, feed: dict, last_window_end: str | None) -> int:
         """First run: `intent_lookback_days` (default the cap); later runs: last window's end day (inclusive,
-        it was only partly over when read) through today. Never more than the feed's cap."""
-        feed_id, cap = feed["feed_id"], int(feed["lookback_days"])
+        it was only partly over when read) through today. Never more than the feed's cap, when one is listed
+        (without one, the server's answer names the window, or its 403 says the lookback is too long)."""
+        feed_id, cap = feed["feed_id"], lookback_cap(feed)
         today = self.clock.today()
         if last_window_end is None:
-            wanted = self.options.lookback_days or cap
-            if wanted > cap:
+            wanted = self.options.lookback_days or cap or DEFAULT_LOOKBACK_DAYS
+            if cap is not None and wanted > cap:
                 self.log.warning(
                     "intent feed %s: intent_lookback_days %d exceeds the feed's cap; using %d days",
                     feed_id,
                     wanted,
                     cap,
                 )
-            return min(wanted, cap)
+                return cap
+            return wanted
         last_end = dt.date.fromisoformat(last_window_end)
+        since = lookback_since(last_end, today)
+        if cap is None:
+            return since
         lost = out_of_reach(last_end, today, cap)
         if lost is not None:
             self.log.warning(
@@ -148,7 +167,7 @@ class IntentFeeds:
                 lost.start.isoformat(),
                 lost.end.isoformat(),
             )
-        return min(lookback_since(last_end, today), cap)
+        return min(since, cap)
 
     def preview(self, feed: dict, last_window_end: str | None) -> dict:
         """The next window's row counts, spending no quota (a connection test makes no search and no export)."""
@@ -159,8 +178,34 @@ class IntentFeeds:
         """Search the next window: the new flight."""
         feed_id = feed["feed_id"]
         lookback = self.lookback_days(feed, last_window_end)
-        search = self.api.request("POST", "/intent/feeds/search", json={"feed_id": feed_id, "lookback_days": lookback})
-        search = search.json()
+        cap = lookback_cap(feed)
+        if cap is None:
+            self.log.info(
+                "intent feed %s: the feed lists no lookback cap (none of %s); searching %d days and taking the "
+                "window from the search's answer",
+                feed_id,
+                ", ".join(LOOKBACK_CAP_KEYS),
+                lookback,
+            )
+        try:
+            search = self.api.request(
+                "POST", "/intent/feeds/search", json={"feed_id": feed_id, "lookback_days": lookback}
+            ).json()
+        except ApiError as exc:
+            if exc.status != 403 or cap is not None:
+                raise
+            remedy = (
+                "set intent_lookback_days to at most the feed's cap"
+                if last_window_end is None
+                else f"the last window ended {last_window_end}, longer ago than the feed looks back; reset this "
+                "feed's state (intent_lookback_days then sets the new first window)"
+            )
+            raise TapBackstoryError(
+                f"intent feed {feed_id}: the search of the last {lookback} days was refused ({exc}); "
+                f"GET /organization/feeds lists no lookback cap for this feed, so the tap could not keep within it: "
+                f"{remedy}"
+            ) from None
+        lookback = int(search.get("lookback_days") or lookback)
         window = lookback_window(self.clock.today(), lookback)  # if the answer does not name its dates
         total = int(search.get("total_records") or 0)
         with_id = search.get("records_with_contact_id", search.get("records_with_cb_id"))

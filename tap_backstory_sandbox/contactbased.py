@@ -3,7 +3,8 @@
 * Auth: ``X-API-Key`` header on every endpoint; wrong or missing → 401 ``{"detail": "Invalid or inactive API key"}``.
   All errors are ``{"detail": "..."}`` (FastAPI style); malformed bodies → 422, never 500.
 * ``GET /organization/feeds``: two feeds (A: PII + business info, lookback cap 30, quota 100000;
-  B: neither option, cap 90, uncapped ``export_row_limit: null``).
+  B: neither option, cap 90, uncapped ``export_row_limit: null``). The cap is listed under ``feed_cap_key``
+  (default ``lookback_days``; '' = not listed), null with ``feed_cap_null``; it is enforced either way.
 * ``POST /intent/feeds/preview`` (totals, optional ``daily_counts``; saves nothing), ``POST /intent/feeds/search``
   (saves a search, returns its ``job_id``), ``GET /intent/feeds/jobs?feed_id=``. The window ends today and is
   inclusive: ``[today - lookback_days + 1, today]``; ``lookback_days`` outside 1..cap → 403.
@@ -134,7 +135,15 @@ class ContactBased:
                 for feed in feeds:
                     if feed["export_row_limit"] is not None:
                         self.used[feed["feed_id"]] += elsewhere
-        return Response.json(200, {"feeds": feeds})
+        return Response.json(200, {"feeds": [self._listed(feed) for feed in feeds]})
+
+    def _listed(self, feed: dict[str, Any]) -> dict[str, Any]:
+        """A feed as listed: the cap under `feed_cap_key` (absent when ''), null with `feed_cap_null`."""
+        s = self.state.settings
+        listed = {k: v for k, v in feed.items() if k != "lookback_days"}
+        if s.feed_cap_key:
+            listed[s.feed_cap_key] = None if s.feed_cap_null else feed["lookback_days"]
+        return listed
 
     def _window(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, date, date]:
         feed_id = _field(body, "feed_id", str)

@@ -71,6 +71,37 @@ def test_first_run_lookback_defaults_to_and_is_capped_at_the_feed_cap():
         assert f"intent feed {FEED_A_ID}: intent_lookback_days 9 exceeds the feed's cap; using 4 days" in result.stderr
 
 
+def test_a_feed_cap_listed_under_another_key_is_read():
+    with sandbox(page_size=1000, feed_a_lookback_cap=4, feed_cap_key="max_lookback_days") as sb:
+        result = run(sb, tap_config(sb, intent_lookback_days=9, intent_feed_ids=[FEED_A_ID]))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(result.records(INTENT)) == expected_rows(sb, FEED_A_ID, 4)
+        assert f"intent feed {FEED_A_ID}: intent_lookback_days 9 exceeds the feed's cap; using 4 days" in result.stderr
+
+
+@pytest.mark.parametrize("listing", [{"feed_cap_key": ""}, {"feed_cap_null": True}], ids=["missing", "null"])
+def test_without_a_listed_cap_the_search_answers_the_window(listing):
+    with sandbox(page_size=1000, feed_a_lookback_cap=20, **listing) as sb:
+        config = tap_config(sb, intent_feed_ids=[FEED_A_ID])
+        first = run(sb, config)
+        assert first.returncode == 0, first.stderr[-2000:]
+        start, end = window(sb, 3)
+        assert len(first.records(INTENT)) == expected_rows(sb, FEED_A_ID, 3)
+        assert first.final_state["bookmarks"][INTENT]["feeds"][FEED_A_ID]["last_window_start"] == start.isoformat()
+        assert f"intent feed {FEED_A_ID}: the feed lists no lookback cap" in first.stderr
+        # A later run searches from the last end day; the server's answer names the window.
+        sb.set_today(end + timedelta(days=5))
+        later = run(sb, config, state=first.final_state)
+        assert later.returncode == 0, later.stderr[-2000:]
+        assert len(later.records(INTENT)) == expected_rows(sb, FEED_A_ID, 6)
+        # No cap listed and no intent_lookback_days: the default 30 days, beyond this feed's real cap of 20.
+        refused = run(sb, tap_config(sb, intent_feed_ids=[FEED_A_ID], intent_lookback_days=None))
+        assert refused.returncode == 1
+        assert f"intent feed {FEED_A_ID}: the search of the last 30 days was refused" in refused.error_line
+        assert "lists no lookback cap" in refused.error_line and "intent_lookback_days" in refused.error_line
+        assert "outside the feed's allowed range 1..20" in refused.error_line  # the server's reason
+
+
 def test_later_runs_read_from_the_last_end_day_inclusive():
     with sandbox(page_size=1000, feed_a_lookback_cap=10) as sb:
         first = run(sb, tap_config(sb))

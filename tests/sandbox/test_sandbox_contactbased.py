@@ -45,6 +45,19 @@ def test_feeds(sb):
     assert b["export_row_limit"] is None and b["export_rows_remaining"] is None
 
 
+
+def test_feed_cap_listed_under_another_key_or_null_is_enforced_all_the_same(sb):
+    sb.configure(feed_cap_key="max_lookback_days")
+    a, _ = cb(sb, "GET", "/organization/feeds").json()["feeds"]
+    assert "lookback_days" not in a and a["max_lookback_days"] == 30
+    sb.configure(feed_cap_null=True)
+    a, _ = cb(sb, "GET", "/organization/feeds").json()["feeds"]
+    assert a["max_lookback_days"] is None
+    sb.configure(feed_cap_key="")
+    a, _ = cb(sb, "GET", "/organization/feeds").json()["feeds"]
+    assert "max_lookback_days" not in a and "lookback_days" not in a
+    assert cb(sb, "POST", "/intent/feeds/search", json={"feed_id": FEED_A_ID, "lookback_days": 31}).status_code == 403
+
 def test_preview_search_and_jobs(sb):
     body = {"feed_id": FEED_A_ID, "lookback_days": 7, "include_daily_counts": True}
     prev = cb(sb, "POST", "/intent/feeds/preview", json=body).json()
