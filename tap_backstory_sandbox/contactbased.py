@@ -16,7 +16,9 @@
 * Enrichment: ``GET /enrich/contacts/{id}`` (404 when no requested section has data), ``/pii`` (404 if none),
   ``/emails`` and ``/phones`` (404 when no record, 200 ``[]`` when a record has no entries);
   ``POST /enrich/contacts/batch`` (results aligned by index, unknown ids → empty envelope with
-  ``found_sections: 0``, more than ``enrich_batch_limit`` ids → 413, a malformed id → 400).
+  ``found_sections: 0``, more than ``enrich_batch_limit`` ids → 413, a malformed id → 400). Other readings of
+  the docs: ``enrich_batch_rejects`` (the body shape refused: 422 to ``include``, or 400 unless the ids are
+  under ``ids``) and ``enrich_canonical_ids`` (legacy ``cb_`` ids answered in their ``id_`` form).
 """
 
 from __future__ import annotations
@@ -332,7 +334,9 @@ class ContactBased:
     # ------------------------------------------------------------------------------------------------------
     def _envelope(self, cid: str, include: list[str]) -> dict[str, Any]:
         sections = data.enrichment(self.state.settings, cid)
-        env: dict[str, Any] = {"contact_id": cid, "found_sections": 0, "pii": None, "emails": None,
+        answered = data.canonical_contact_id(self.state.settings, cid) if self.state.settings.enrich_canonical_ids \
+            else cid
+        env: dict[str, Any] = {"contact_id": answered, "found_sections": 0, "pii": None, "emails": None,
                                "phones": None}
         for name in include:
             env[name] = sections[name]
@@ -355,15 +359,17 @@ class ContactBased:
             if bad or not include:
                 raise ApiError(400, f"Invalid include: {req.query['include']!r} (allowed: pii, emails, phones)")
         env = self._envelope(cid, include)
+        self.state.event("enrich_single", contact_id=cid, include=include, found=env["found_sections"])
         if env["found_sections"] == 0:
             raise ApiError(404, f"No enrichment data for contact_id {cid}")
         return Response.json(200, env)
 
     def enrich_batch(self, req: Request) -> Response:
         body = _body(req)
-        ids = body.get("contact_ids")
+        ids_key = self._batch_ids_key(body)
+        ids = body.get(ids_key)
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ApiError(422, "contact_ids must be a list of strings")
+            raise ApiError(422, f"{ids_key} must be a list of strings")
         include = body.get("include", list(SECTIONS))
         if include is None:
             include = list(SECTIONS)
@@ -387,8 +393,23 @@ class ContactBased:
         results = [self._envelope(cid, include) for cid in ids]
         with st.lock:
             st.stats.enrich_ids_sent += len(ids)
-        st.event("enrich_batch", size=len(ids), found=sum(1 for r in results if r["found_sections"]))
+        st.event("enrich_batch", size=len(ids), found=sum(1 for r in results if r["found_sections"]),
+                 keys=sorted(body))
         return Response.json(200, {"results": results})
+
+    def _batch_ids_key(self, body: dict[str, Any]) -> str:
+        """Where the batch body holds its ids; refuses the shapes `enrich_batch_rejects` says it does not take."""
+        rejects = self.state.settings.enrich_batch_rejects
+        if rejects == "include" and "include" in body:
+            self.state.event("enrich_refused", status=422, keys=sorted(body))
+            raise ApiError(422, "include: extra inputs are not permitted")
+        if rejects == "body":
+            unknown = sorted(set(body) - {"ids", "include"})
+            if unknown:
+                self.state.event("enrich_refused", status=400, keys=sorted(body))
+                raise ApiError(400, f"Unknown body field(s) {unknown}; expected ids")
+            return "ids"
+        return "contact_ids"
 
     # ------------------------------------------------------------------------------------------------------
     def _uuid(self, kind: str) -> str:

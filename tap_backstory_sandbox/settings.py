@@ -82,6 +82,12 @@ class SandboxSettings:
     """List every feed's lookback cap as null (enforced all the same)."""
     enrich_batch_limit: int = 1000
     """Max contact_ids per POST /enrich/contacts/batch (more -> 413)."""
+    enrich_batch_rejects: str = ""
+    """The batch body is a guess (`include` is documented only on the single GET): 'include' = the batch
+    endpoint answers 422 to a body with `include`; 'body' = it wants its ids under `ids` and answers 400 to any
+    other key (so to `contact_ids`); '' = it takes `{"contact_ids", "include"?}`."""
+    enrich_canonical_ids: bool = False
+    """Enrichment answers a legacy `cb_` id with the person's canonical `id_` id (batch and single GET)."""
     cache_exports_dir: str | None = None
     """Folder caching rendered export bodies: each body is rendered once, then served from its file."""
 

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import typing as t
 
-from tap_backstory.intent import ContactBasedOptions, ContactEnricher, IntentFeeds, envelope_record, row_key
+from tap_backstory.intent import (
+    ContactBasedOptions,
+    ContactEnricher,
+    IntentFeeds,
+    envelope_record,
+    is_contact_id,
+    row_key,
+)
 from tap_backstory.streams.base import TapStream
 
 LOGGER = logging.getLogger("tap-backstory")
-
-CONTACT_ID = re.compile(r"^id_[0-9a-f]{16}$|^cb_[0-9A-Za-z]+$")  # documented form, legacy `cb_` accepted
 
 
 class Progress(t.NamedTuple):
@@ -227,7 +231,7 @@ class ContactIdQueue:
     def add(self, contact_id: t.Any) -> None:
         if contact_id is None or contact_id in self.seen:
             return
-        if not isinstance(contact_id, str) or not CONTACT_ID.match(contact_id):
+        if not is_contact_id(contact_id):
             self.malformed.add(repr(contact_id))
             return
         self.seen.add(contact_id)
