@@ -47,12 +47,15 @@ OPTIONAL_ROW_FIELDS = frozenset({
 
 def row_key(feed_id: str, record: dict) -> str:
     """The primary key of an intent row: sha256 of the canonical JSON of its feed and its identifying content
-    (every field but the lineage, the optional PII/business fields and `_extra`), the same in every export that
-    re-reads the row's day (docs/decisions.md)."""
+    (every non-null field but the lineage, the optional PII/business fields and `_extra`), the same in every
+    export that re-reads the row's day (docs/decisions.md). Null and omitted are one: the APIs omit empty keys."""
     content = {
         name: value
         for name, value in record.items()
-        if name not in LINEAGE_FIELDS and name not in OPTIONAL_ROW_FIELDS and name not in ("_extra", "row_key")
+        if value is not None
+        and name not in LINEAGE_FIELDS
+        and name not in OPTIONAL_ROW_FIELDS
+        and name not in ("_extra", "row_key")
     }
     canonical = json.dumps([feed_id, content], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from tap_backstory.intent import row_key
 from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID, data
 from tests.contactbased_support import (
     ENRICHED,
@@ -309,3 +310,7 @@ def test_row_key_ignores_lineage_and_the_optional_pii_and_business_fields():
         assert [r["row_key"] for r in rich_records] == plain_keys
         assert len(set(plain_keys)) == len(plain_keys) == expected_rows(sb, FEED_A_ID, 1)
         assert all(re.fullmatch(r"[0-9a-f]{64}", key) for key in plain_keys)
+        row = plain.records(INTENT)[0]
+        omitted = {k: v for k, v in row.items() if k != "industry"}
+        assert row_key(FEED_A_ID, {**row, "industry": None}) == row_key(FEED_A_ID, omitted)  # null = omitted
+        assert row_key(FEED_A_ID, row) != row_key(FEED_A_ID, omitted) != row_key(FEED_B_ID, omitted)
