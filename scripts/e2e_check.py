@@ -1,14 +1,14 @@
 """End-to-end assertions for scripts/e2e.sh: warehouse row counts against what the sandbox served.
 
-usage: python scripts/e2e_check.py first|second --sandbox URL --start-date YYYY-MM-DD --before FILE.json
+usage: python scripts/e2e_check.py first|second|third --sandbox URL --start-date YYYY-MM-DD
        [--warehouses duckdb postgres jsonl]
 
-`first`: every table in the given warehouses (default DuckDB and PostgreSQL) holds exactly the records the
-sandbox's data model says a full first run must extract (computed by the sandbox's own expectation helpers, not
-hard-coded).
-`second`: the second run used the stored state — only `delta` activity windows were requested, the Backstory
-tables and the enrichment table did not grow (re-read days are upserted on their primary keys), and the
-intent table grew by exactly the rows of the new one-day exports.
+After every run, every table in the given warehouses (default DuckDB and PostgreSQL) holds exactly the distinct
+records the sandbox's data model says a full first run must extract (computed by the sandbox's own expectation
+helpers, not hard-coded), and no primary key value twice. The later runs (same day, restarted sandbox) re-read
+today: activity days and, under new export ids and row numbers, today's intent rows; upserts on the primary keys
+must leave every count unchanged. They must also use the stored state: only `delta` activity windows are
+requested.
 """
 
 from __future__ import annotations
@@ -65,75 +65,65 @@ def check(label: str, actual: dict[str, int], expected: dict[str, int]) -> list[
 PRIMARY_KEYS = {
     "activities": "uid",
     "enriched_contacts": "email",
-    "intent_feed_exports": "export_id, row_number",
+    "intent_feed_exports": "row_key",
     "enriched_contact_records": "contact_id",
 }
 
 
-def duplicated_keys() -> list[str]:
-    """Tables of PostgreSQL where a primary key value occurs more than once (none, when upserts work)."""
-    import psycopg
-    from row_counts import POSTGRES_DSN, SCHEMA
+def duplicated_keys(warehouse: str) -> list[str]:
+    """Tables where a primary key value occurs more than once (none, when upserts work)."""
+    from row_counts import SCHEMA, connect
 
     problems = []
-    with psycopg.connect(POSTGRES_DSN) as con:
+    with connect(warehouse) as con:
         for table, key in PRIMARY_KEYS.items():
             total, distinct = con.execute(
                 f"select count(*), count(distinct ({key})) from {SCHEMA}.{table}"
             ).fetchone()
-            print(f"  postgres  {table:<26} rows {total:>7}  distinct keys {distinct:>7}")
+            print(f"  {warehouse:<9} {table:<26} rows {total:>7}  distinct keys {distinct:>7}")
             if total != distinct:
-                problems.append(f"postgres.{table}: {total - distinct} duplicated primary keys")
+                problems.append(f"{warehouse}.{table}: {total - distinct} duplicated primary keys")
     return problems
+
+
+def expected_counts(settings: SandboxSettings, start: dt.date, today: dt.date) -> dict[str, int]:
+    """The distinct records of a full first run up to today; later runs on the same day add none."""
+    windows = feed_windows(settings, today)
+    ids: set[str] = set()
+    for feed_id, (first, last) in windows.items():
+        ids |= expected_intent_contact_ids(settings, feed_id, first, last)
+    return {
+        "activities": len(expected_activity_uids(settings, start, today, "snapshot")),
+        "enriched_contacts": len(expected_contact_emails(settings, start, today)),
+        "intent_feed_exports": sum(expected_intent_rows(settings, f, a, b) for f, (a, b) in windows.items()),
+        "enriched_contact_records": len(ids),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("run", choices=["first", "second"])
+    parser.add_argument("run", choices=["first", "second", "third"])
     parser.add_argument("--sandbox", required=True)
     parser.add_argument("--start-date", required=True)
-    parser.add_argument("--before", required=True, help="JSON file of the counts after the first run")
     parser.add_argument("--warehouses", nargs="+", choices=["duckdb", "postgres", "jsonl"],
-                        default=["duckdb", "postgres"], help="where the first run loaded (second: postgres)")
+                        default=["duckdb", "postgres"], help="where the run loaded")
     args = parser.parse_args()
 
     stats = sandbox_stats(args.sandbox)
     settings = sandbox_settings(stats)
-    today = settings.today
-    start = dt.date.fromisoformat(args.start_date)
-    windows = feed_windows(settings, today)
+    expected = expected_counts(settings, dt.date.fromisoformat(args.start_date), settings.today)
     problems: list[str] = []
-
-    if args.run == "first":
-        ids: set[str] = set()
-        for feed_id, (first, last) in windows.items():
-            ids |= expected_intent_contact_ids(settings, feed_id, first, last)
-        expected = {
-            "activities": len(expected_activity_uids(settings, start, today, "snapshot")),
-            "enriched_contacts": len(expected_contact_emails(settings, start, today)),
-            "intent_feed_exports": sum(expected_intent_rows(settings, f, a, b) for f, (a, b) in windows.items()),
-            "enriched_contact_records": len(ids),
-        }
-        for warehouse in args.warehouses:
-            found = counts(warehouse)
-            problems += check(warehouse, found, expected)
-        if "postgres" in args.warehouses:
-            with open(args.before, "w") as out:
-                json.dump(counts("postgres"), out)
-    else:
-        with open(args.before) as saved:
-            before = json.load(saved)
+    if args.run != "first":
         activity_windows = [w for w in stats["job_windows"] if w["stream"] == "activities"]
         kinds = sorted({w["export_type"] for w in activity_windows})
-        print(f"  second run: activity windows requested {[(w['start_date'], w['end_date']) for w in activity_windows]}"
-              f" of type {kinds}")
+        requested = [(w["start_date"], w["end_date"]) for w in activity_windows]
+        print(f"  {args.run} run: activity windows requested {requested} of type {kinds}")
         if not activity_windows or kinds != ["delta"]:
-            problems.append(f"second run should request only delta activity windows, got {kinds}")
-        new_intent_rows = sum(expected_intent_rows(settings, f, today, today) for f in windows)
-        expected = {**before, "intent_feed_exports": before["intent_feed_exports"] + new_intent_rows}
-        problems += check("postgres", counts("postgres"), expected)
-    if args.run == "second" or "postgres" in args.warehouses:
-        problems += duplicated_keys()
+            problems.append(f"{args.run} run should request only delta activity windows, got {kinds}")
+    for warehouse in args.warehouses:
+        problems += check(warehouse, counts(warehouse), expected)
+        if warehouse != "jsonl":  # files: no primary key to upsert on
+            problems += duplicated_keys(warehouse)
     if problems:
         print("END-TO-END CHECK FAILED:\n  " + "\n  ".join(problems))
         sys.exit(1)

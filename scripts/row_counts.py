@@ -28,20 +28,23 @@ def jsonl_lines(folder: Path, table: str) -> int:
     return total
 
 
-def counts(warehouse: str) -> dict[str, int]:
-    query = "select count(*) from {schema}.{table}"
-    if warehouse == "jsonl":
-        folder = Path(os.environ["TARGET_JSONL_DESTINATION_PATH"])
-        return {t: jsonl_lines(folder, t) for t in TABLES}
+def connect(warehouse: str):
+    """A connection (a context manager with `execute`) to the DuckDB file, read-only, or to PostgreSQL."""
     if warehouse == "duckdb":
         import duckdb
 
-        with duckdb.connect(DUCKDB_FILE, read_only=True) as con:
-            return {t: con.execute(query.format(schema=SCHEMA, table=t)).fetchone()[0] for t in TABLES}
+        return duckdb.connect(DUCKDB_FILE, read_only=True)
     import psycopg
 
-    with psycopg.connect(POSTGRES_DSN) as con:
-        return {t: con.execute(query.format(schema=SCHEMA, table=t)).fetchone()[0] for t in TABLES}
+    return psycopg.connect(POSTGRES_DSN)
+
+
+def counts(warehouse: str) -> dict[str, int]:
+    if warehouse == "jsonl":
+        folder = Path(os.environ["TARGET_JSONL_DESTINATION_PATH"])
+        return {t: jsonl_lines(folder, t) for t in TABLES}
+    with connect(warehouse) as con:
+        return {t: con.execute(f"select count(*) from {SCHEMA}.{t}").fetchone()[0] for t in TABLES}
 
 
 def main() -> None:

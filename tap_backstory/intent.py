@@ -2,7 +2,8 @@
 
 `IntentFeeds` does, per feed: listing and validation of the configured feeds, the lookback of the next window
 (dates in `windows.py`), search, quota guard, export creation (waiting while it builds, on the one
-`polling.PollSchedule`) and its pages. `ContactEnricher` sends batches of contact_ids for enrichment. The
+`polling.PollSchedule`) and its pages; `row_key`, the rows' primary key. `ContactEnricher` sends batches of
+contact_ids for enrichment (one id at a time if the batch endpoint refuses the body). The
 streams (`streams/contactbased.py`) keep the Singer side: state, checkpoints, lineage fields and shaping.
 """
 
@@ -10,8 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
+import re
+import time
 import typing as t
+import urllib.parse
 
 from tap_backstory.client import ApiClient, ApiError, TapBackstoryError
 from tap_backstory.formats import DataError, unwrap_list
@@ -22,6 +28,37 @@ from tap_backstory.windows import Clock, lookback_since, lookback_window, out_of
 BUILDING_STATUSES = frozenset({"building", "pending", "queued", "processing", "running", "in_progress"})
 """ExportSummary `status` values of an export that is not readable yet (a newer API variant builds exports
 asynchronously; the documented one has no `status` and is readable at once)."""
+
+LOOKBACK_CAP_KEYS = ("lookback_days", "max_lookback_days", "lookback_days_cap", "lookback_cap")
+"""Where a listed feed may hold its lookback cap (the docs name the cap, not its key); the first non-null wins."""
+
+DEFAULT_LOOKBACK_DAYS = 30
+"""First window of a feed listed without a cap when `intent_lookback_days` is not set (the docs' example window)."""
+
+LINEAGE_FIELDS = frozenset({"feed_id", "export_id", "page", "row_number", "window_start", "window_end"})
+"""Where a row was read from: a new export of the same day gives the same row new values, so they are data, not key."""
+
+OPTIONAL_ROW_FIELDS = frozenset({
+    "first_name", "last_name", "address", "city", "state", "zip", "gender", "age_range", "income_range", "net_worth",
+    "linkedin_url", "job_title", "department", "company_size", "company_revenue",
+})  # fmt: skip
+"""Row fields sent only with `get_pii` / `include_business_info`: settings must not change a row's key."""
+
+
+def row_key(feed_id: str, record: dict) -> str:
+    """The primary key of an intent row: sha256 of the canonical JSON of its feed and its identifying content
+    (every non-null field but the lineage, the optional PII/business fields and `_extra`), the same in every
+    export that re-reads the row's day (docs/decisions.md). Null and omitted are one: the APIs omit empty keys."""
+    content = {
+        name: value
+        for name, value in record.items()
+        if value is not None
+        and name not in LINEAGE_FIELDS
+        and name not in OPTIONAL_ROW_FIELDS
+        and name not in ("_extra", "row_key")
+    }
+    canonical = json.dumps([feed_id, content], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +90,20 @@ class ContactBasedOptions:
             enrichment_sections=tuple(config.get("enrichment_sections") or ENRICHMENT_SECTIONS),
             enrichment_batch_size=int(config["enrichment_batch_size"]),
         )
+
+
+def lookback_cap(feed: dict) -> int | None:
+    """The feed's lookback cap, under whichever key it is listed; None when none is listed (or it is null)."""
+    for key in LOOKBACK_CAP_KEYS:
+        if feed.get(key) is not None:
+            return int(feed[key])
+    return None
+
+
+def quota_remaining(feed: dict) -> t.Any:
+    """`export_rows_remaining` for a log line; an uncapped feed lists it as null."""
+    remaining = feed.get("export_rows_remaining")
+    return "no cap" if remaining is None else remaining
 
 
 class IntentFeeds:
@@ -92,20 +143,25 @@ class IntentFeeds:
 
     def lookback_days(self, feed: dict, last_window_end: str | None) -> int:
         """First run: `intent_lookback_days` (default the cap); later runs: last window's end day (inclusive,
-        it was only partly over when read) through today. Never more than the feed's cap."""
-        feed_id, cap = feed["feed_id"], int(feed["lookback_days"])
+        it was only partly over when read) through today. Never more than the feed's cap, when one is listed
+        (without one, the server's answer names the window, or its 403 says the lookback is too long)."""
+        feed_id, cap = feed["feed_id"], lookback_cap(feed)
         today = self.clock.today()
         if last_window_end is None:
-            wanted = self.options.lookback_days or cap
-            if wanted > cap:
+            wanted = self.options.lookback_days or cap or DEFAULT_LOOKBACK_DAYS
+            if cap is not None and wanted > cap:
                 self.log.warning(
                     "intent feed %s: intent_lookback_days %d exceeds the feed's cap; using %d days",
                     feed_id,
                     wanted,
                     cap,
                 )
-            return min(wanted, cap)
+                return cap
+            return wanted
         last_end = dt.date.fromisoformat(last_window_end)
+        since = lookback_since(last_end, today)
+        if cap is None:
+            return since
         lost = out_of_reach(last_end, today, cap)
         if lost is not None:
             self.log.warning(
@@ -118,14 +174,40 @@ class IntentFeeds:
                 lost.start.isoformat(),
                 lost.end.isoformat(),
             )
-        return min(lookback_since(last_end, today), cap)
+        return min(since, cap)
 
     def search(self, feed: dict, last_window_end: str | None) -> dict:
         """Search the next window: the new flight."""
         feed_id = feed["feed_id"]
         lookback = self.lookback_days(feed, last_window_end)
-        search = self.api.request("POST", "/intent/feeds/search", json={"feed_id": feed_id, "lookback_days": lookback})
-        search = search.json()
+        cap = lookback_cap(feed)
+        if cap is None:
+            self.log.info(
+                "intent feed %s: the feed lists no lookback cap (none of %s); searching %d days and taking the "
+                "window from the search's answer",
+                feed_id,
+                ", ".join(LOOKBACK_CAP_KEYS),
+                lookback,
+            )
+        try:
+            search = self.api.request(
+                "POST", "/intent/feeds/search", json={"feed_id": feed_id, "lookback_days": lookback}
+            ).json()
+        except ApiError as exc:
+            if exc.status != 403 or cap is not None:
+                raise
+            remedy = (
+                "set intent_lookback_days to at most the feed's cap"
+                if last_window_end is None
+                else f"the last window ended {last_window_end}, longer ago than the feed looks back; reset this "
+                "feed's state (intent_lookback_days then sets the new first window)"
+            )
+            raise TapBackstoryError(
+                f"intent feed {feed_id}: the search of the last {lookback} days was refused ({exc}); "
+                f"GET /organization/feeds lists no lookback cap for this feed, so the tap could not keep within it: "
+                f"{remedy}"
+            ) from None
+        lookback = int(search.get("lookback_days") or lookback)
         window = lookback_window(self.clock.today(), lookback)  # if the answer does not name its dates
         total = int(search.get("total_records") or 0)
         with_id = search.get("records_with_contact_id", search.get("records_with_cb_id"))
@@ -144,7 +226,7 @@ class IntentFeeds:
             plural(lookback, "day"),
             total,
             flight["records_with_contact_id"],
-            "no cap" if feed.get("export_rows_remaining") is None else feed["export_rows_remaining"],
+            quota_remaining(feed),
         )
         return flight
 
@@ -180,7 +262,7 @@ class IntentFeeds:
                 raise
             raise TapBackstoryError(
                 f"intent feed {feed['feed_id']}: the export of window {flight['window_start']}..{flight['window_end']} "
-                f"({flight['total_records']} rows found, {feed.get('export_rows_remaining')} rows of quota remaining) "
+                f"({flight['total_records']} rows found, {quota_remaining(feed)} rows of quota remaining) "
                 f"was refused: {exc}"
             ) from None
         summary = self._wait_until_built(feed["feed_id"], summary)
@@ -239,32 +321,67 @@ class IntentFeeds:
             )
 
 
+SINGLE_ENRICH_REQUESTS_PER_SECOND = 10
+"""Pace of `GET /enrich/contacts/{id}` when the batch endpoint refuses our body (no published rate limit)."""
+
+CANONICAL_CONTACT_ID = re.compile(r"^id_[0-9a-f]{16}$")
+LEGACY_CONTACT_ID = re.compile(r"^cb_[0-9A-Za-z]+$")  # "still accepted on input"
+
+
+def is_contact_id(value: t.Any) -> bool:
+    """A contact_id worth enriching: the documented form, or a legacy `cb_` token."""
+    return isinstance(value, str) and bool(CANONICAL_CONTACT_ID.match(value) or LEGACY_CONTACT_ID.match(value))
+
+
 class ContactEnricher:
-    """`POST /enrich/contacts/batch`: one envelope per contact_id, aligned by index with the ids sent."""
+    """`POST /enrich/contacts/batch`: one envelope per contact_id, aligned by index with the ids sent.
+
+    The batch body is a guess (`include` is documented only on the single GET): `include` is sent only for a
+    subset of the sections, and when the endpoint refuses the body (a 4xx other than 401/413/429) the rest of
+    the run uses the documented `GET /enrich/contacts/{id}?include=...`, one id at a time, paced."""
 
     def __init__(self, api: ApiClient, options: ContactBasedOptions, log: logging.Logger) -> None:
         self.api = api
         self.sections = list(options.enrichment_sections)
         self.ids_per_request = options.enrichment_batch_size  # lowered for the rest of the run by each 413
+        self.one_by_one = False  # set for the rest of the run when the batch endpoint refuses our body
+        self.next_single_at = 0.0
         self.log = log
 
     def enrich(self, ids: list[str]) -> t.Iterator[tuple[str, dict]]:
         """(id, envelope) pairs; a 413 halves the request size and retries, down to one id."""
         rest = ids
         while rest:
+            if self.one_by_one:
+                for contact_id in rest:
+                    yield contact_id, self._enrich_one(contact_id)
+                return
             chunk = rest[: self.ids_per_request]
-            body = {"contact_ids": chunk, "include": self.sections}
+            body: dict[str, t.Any] = {"contact_ids": chunk}
+            if set(self.sections) != set(ENRICHMENT_SECTIONS):
+                body["include"] = self.sections
             try:
                 response = self.api.request("POST", "/enrich/contacts/batch", json=body)
             except ApiError as exc:
-                if exc.status != 413 or len(chunk) == 1:
+                if exc.status == 413 and len(chunk) > 1:
+                    self.ids_per_request = len(chunk) // 2
+                    self.log.warning(
+                        "enriched_contact_records: a batch of %d ids was too large (413); sending %d ids per request",
+                        len(chunk),
+                        self.ids_per_request,
+                    )
+                elif exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 413, 429):
+                    self.one_by_one = True
+                    self.log.warning(
+                        "enriched_contact_records: the batch endpoint refused the request body (%s); enriching one "
+                        "id at a time with GET /enrich/contacts/{id}?include=%s for the rest of the run, at most %d "
+                        "requests/s",
+                        exc,
+                        ",".join(self.sections),
+                        SINGLE_ENRICH_REQUESTS_PER_SECOND,
+                    )
+                else:
                     raise
-                self.ids_per_request = len(chunk) // 2
-                self.log.warning(
-                    "enriched_contact_records: a batch of %d ids was too large (413); sending %d ids per request",
-                    len(chunk),
-                    self.ids_per_request,
-                )
                 continue
             results = unwrap_list(response.json(), "ContactBased POST /enrich/contacts/batch", ("results",))
             if len(results) != len(chunk):
@@ -275,16 +392,34 @@ class ContactEnricher:
             yield from zip(chunk, results, strict=True)
             rest = rest[len(chunk) :]
 
+    def _enrich_one(self, contact_id: str) -> dict:
+        """The documented single GET; 404 (no data for any requested section) is the empty envelope."""
+        wait = self.next_single_at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.next_single_at = time.monotonic() + 1 / SINGLE_ENRICH_REQUESTS_PER_SECOND
+        path = f"/enrich/contacts/{urllib.parse.quote(contact_id, safe='')}"
+        try:
+            return self.api.request("GET", path, params={"include": ",".join(self.sections)}).json()
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return {"contact_id": contact_id, "found_sections": 0, **dict.fromkeys(ENRICHMENT_SECTIONS)}
+
 
 def envelope_record(contact_id: str, envelope: dict | None) -> dict:
-    """The record of one result, aligned by index with the requested id; empty envelopes count 0 sections."""
+    """The record of one result, aligned by index with the requested id; empty envelopes count 0 sections.
+
+    A legacy `cb_` id may be answered in its canonical `id_` form: matched, kept as `canonical_contact_id`,
+    while `contact_id` stays the id sent (the one the intent rows carry)."""
     record = dict(envelope or {})
-    sent_id = record.setdefault("contact_id", contact_id)
-    if sent_id != contact_id:
+    answered = record.get("contact_id") or contact_id
+    if answered != contact_id and not (LEGACY_CONTACT_ID.match(contact_id) and CANONICAL_CONTACT_ID.match(answered)):
         raise DataError(
-            f"ContactBased POST /enrich/contacts/batch: result for {contact_id} carries contact_id {sent_id} "
+            f"ContactBased enrichment: result for {contact_id} carries contact_id {answered} "
             "(results must align by index)"
         )
+    record.update(contact_id=contact_id, canonical_contact_id=answered)
     if record.get("found_sections") is None:
         record["found_sections"] = sum(record.get(section) is not None for section in ENRICHMENT_SECTIONS)
     return record

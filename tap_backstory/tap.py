@@ -204,7 +204,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.IntegerType(minimum=1),
         title="First-run lookback (days)",
         description="Days of intent data to export on the first run, ending today. Default and maximum: "
-        "each feed's lookback cap.",
+        "each feed's lookback cap (30 days for a feed listed without one).",
     ),
     th.Property(
         "intent_get_pii",

@@ -3,7 +3,8 @@
 * Auth: ``X-API-Key`` header on every endpoint; wrong or missing → 401 ``{"detail": "Invalid or inactive API key"}``.
   All errors are ``{"detail": "..."}`` (FastAPI style); malformed bodies → 422, never 500.
 * ``GET /organization/feeds``: two feeds (A: PII + business info, lookback cap 30, quota 100000;
-  B: neither option, cap 90, uncapped ``export_row_limit: null``).
+  B: neither option, cap 90, uncapped ``export_row_limit: null``). The cap is listed under ``feed_cap_key``
+  (default ``lookback_days``; '' = not listed), null with ``feed_cap_null``; it is enforced either way.
 * ``POST /intent/feeds/preview`` (totals, optional ``daily_counts``; saves nothing), ``POST /intent/feeds/search``
   (saves a search, returns its ``job_id``), ``GET /intent/feeds/jobs?feed_id=``. The window ends today and is
   inclusive: ``[today - lookback_days + 1, today]``; ``lookback_days`` outside 1..cap → 403.
@@ -15,7 +16,9 @@
 * Enrichment: ``GET /enrich/contacts/{id}`` (404 when no requested section has data), ``/pii`` (404 if none),
   ``/emails`` and ``/phones`` (404 when no record, 200 ``[]`` when a record has no entries);
   ``POST /enrich/contacts/batch`` (results aligned by index, unknown ids → empty envelope with
-  ``found_sections: 0``, more than ``enrich_batch_limit`` ids → 413, a malformed id → 400).
+  ``found_sections: 0``, more than ``enrich_batch_limit`` ids → 413, a malformed id → 400). Other readings of
+  the docs: ``enrich_batch_rejects`` (the body shape refused: 422 to ``include``, or 400 unless the ids are
+  under ``ids``) and ``enrich_canonical_ids`` (legacy ``cb_`` ids answered in their ``id_`` form).
 """
 
 from __future__ import annotations
@@ -134,7 +137,15 @@ class ContactBased:
                 for feed in feeds:
                     if feed["export_row_limit"] is not None:
                         self.used[feed["feed_id"]] += elsewhere
-        return Response.json(200, {"feeds": feeds})
+        return Response.json(200, {"feeds": [self._listed(feed) for feed in feeds]})
+
+    def _listed(self, feed: dict[str, Any]) -> dict[str, Any]:
+        """A feed as listed: the cap under `feed_cap_key` (absent when ''), null with `feed_cap_null`."""
+        s = self.state.settings
+        listed = {k: v for k, v in feed.items() if k != "lookback_days"}
+        if s.feed_cap_key:
+            listed[s.feed_cap_key] = None if s.feed_cap_null else feed["lookback_days"]
+        return listed
 
     def _window(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, date, date]:
         feed_id = _field(body, "feed_id", str)
@@ -323,7 +334,9 @@ class ContactBased:
     # ------------------------------------------------------------------------------------------------------
     def _envelope(self, cid: str, include: list[str]) -> dict[str, Any]:
         sections = data.enrichment(self.state.settings, cid)
-        env: dict[str, Any] = {"contact_id": cid, "found_sections": 0, "pii": None, "emails": None,
+        answered = data.canonical_contact_id(self.state.settings, cid) if self.state.settings.enrich_canonical_ids \
+            else cid
+        env: dict[str, Any] = {"contact_id": answered, "found_sections": 0, "pii": None, "emails": None,
                                "phones": None}
         for name in include:
             env[name] = sections[name]
@@ -346,15 +359,17 @@ class ContactBased:
             if bad or not include:
                 raise ApiError(400, f"Invalid include: {req.query['include']!r} (allowed: pii, emails, phones)")
         env = self._envelope(cid, include)
+        self.state.event("enrich_single", contact_id=cid, include=include, found=env["found_sections"])
         if env["found_sections"] == 0:
             raise ApiError(404, f"No enrichment data for contact_id {cid}")
         return Response.json(200, env)
 
     def enrich_batch(self, req: Request) -> Response:
         body = _body(req)
-        ids = body.get("contact_ids")
+        ids_key = self._batch_ids_key(body)
+        ids = body.get(ids_key)
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ApiError(422, "contact_ids must be a list of strings")
+            raise ApiError(422, f"{ids_key} must be a list of strings")
         include = body.get("include", list(SECTIONS))
         if include is None:
             include = list(SECTIONS)
@@ -378,8 +393,23 @@ class ContactBased:
         results = [self._envelope(cid, include) for cid in ids]
         with st.lock:
             st.stats.enrich_ids_sent += len(ids)
-        st.event("enrich_batch", size=len(ids), found=sum(1 for r in results if r["found_sections"]))
+        st.event("enrich_batch", size=len(ids), found=sum(1 for r in results if r["found_sections"]),
+                 keys=sorted(body))
         return Response.json(200, {"results": results})
+
+    def _batch_ids_key(self, body: dict[str, Any]) -> str:
+        """Where the batch body holds its ids; refuses the shapes `enrich_batch_rejects` says it does not take."""
+        rejects = self.state.settings.enrich_batch_rejects
+        if rejects == "include" and "include" in body:
+            self.state.event("enrich_refused", status=422, keys=sorted(body))
+            raise ApiError(422, "include: extra inputs are not permitted")
+        if rejects == "body":
+            unknown = sorted(set(body) - {"ids", "include"})
+            if unknown:
+                self.state.event("enrich_refused", status=400, keys=sorted(body))
+                raise ApiError(400, f"Unknown body field(s) {unknown}; expected ids")
+            return "ids"
+        return "contact_ids"
 
     # ------------------------------------------------------------------------------------------------------
     def _uuid(self, kind: str) -> str:

@@ -496,6 +496,14 @@ def person_contact_id(seed: int, p: int) -> str:
     return "id_" + digest[:16]
 
 
+def canonical_contact_id(settings: SandboxSettings, cid: str) -> str:
+    """The documented ``id_`` form of a person's legacy ``cb_`` id (its own id otherwise)."""
+    p = _people_index(settings.seed, settings.contact_population).get(cid)
+    if p is None or not LEGACY_ID_RE.match(cid):
+        return cid
+    return "id_" + hashlib.sha256(f"{settings.seed}:person:{p}".encode()).hexdigest()[:16]
+
+
 @lru_cache(maxsize=8)
 def _people_index(seed: int, population: int) -> dict[str, int]:
     return {person_contact_id(seed, p): p for p in range(population)}

@@ -88,8 +88,19 @@ class SandboxSettings:
     """Newer ContactBased variant: an export builds asynchronously; its summary says `status: "building"`
     for this many seconds (then `"ready"`) and its pages are refused with 409 until then. 0 = the documented
     synchronous exports (no `status` key)."""
+    feed_cap_key: str = "lookback_days"
+    """Key of the lookback cap in `GET /organization/feeds` entries (the docs name no key: e.g.
+    `max_lookback_days`); '' = not listed. The server enforces the caps all the same."""
+    feed_cap_null: bool = False
+    """List every feed's lookback cap as null (enforced all the same)."""
     enrich_batch_limit: int = 1000
     """Max contact_ids per POST /enrich/contacts/batch (more -> 413)."""
+    enrich_batch_rejects: str = ""
+    """The batch body is a guess (`include` is documented only on the single GET): 'include' = the batch
+    endpoint answers 422 to a body with `include`; 'body' = it wants its ids under `ids` and answers 400 to any
+    other key (so to `contact_ids`); '' = it takes `{"contact_ids", "include"?}`."""
+    enrich_canonical_ids: bool = False
+    """Enrichment answers a legacy `cb_` id with the person's canonical `id_` id (batch and single GET)."""
     cache_exports_dir: str | None = None
     """Folder caching rendered export bodies: each body is rendered once, then served from its file."""
 

@@ -69,7 +69,7 @@ def test_streams_are_discovered_only_with_their_credentials(drop, expected):
     config = {k: v for k, v in GOOD.items() if k not in drop}
     streams = discovered(config)
     assert set(streams) == expected
-    keys = {"activities": ["uid"], "enriched_contacts": ["email"], "intent_feed_exports": ["export_id", "row_number"],
+    keys = {"activities": ["uid"], "enriched_contacts": ["email"], "intent_feed_exports": ["row_key"],
             "enriched_contact_records": ["contact_id"]}
     for name, stream in streams.items():
         assert stream["key_properties"] == keys[name]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import subprocess
 import tempfile
 from pathlib import Path
 
-from tap_backstory_sandbox import FEED_A_ID, data
+import pytest
+
+from tap_backstory.formats import DataError
+from tap_backstory.intent import envelope_record
+from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID, data
+from tap_backstory_sandbox.contactbased import SECTIONS
 from tests.contactbased_support import (
     ENRICHED,
     FEEDS,
@@ -35,14 +41,19 @@ def discover(config: dict) -> dict:
     return json.loads(proc.stdout)
 
 
-def assert_enriched_exactly(sb, records: list[dict], expected_ids: set[str]) -> None:
-    """One record per expected id, each the sandbox's envelope for it (empty ones with found_sections 0)."""
+def assert_enriched_exactly(sb, records: list[dict], expected_ids: set[str], wanted=SECTIONS) -> None:
+    """One record per expected id, each the sandbox's envelope for it (empty ones with found_sections 0), the
+    sections not `wanted` null; `canonical_contact_id` is the id the API answered with."""
     assert not duplicates(record["contact_id"] for record in records)
     assert {record["contact_id"] for record in records} == expected_ids
+    answers_canonical = sb.settings.enrich_canonical_ids
     for record in records:
         sections = data.enrichment(sb.settings, record["contact_id"])
+        sections = {name: value if name in wanted else None for name, value in sections.items()}
         assert {name: record[name] for name in sections} == sections
         assert record["found_sections"] == sum(value is not None for value in sections.values())
+        canonical = data.canonical_contact_id(sb.settings, record["contact_id"])
+        assert record["canonical_contact_id"] == (canonical if answers_canonical else record["contact_id"])
 
 
 def test_distinct_valid_ids_enriched_once_in_full_batches():
@@ -115,3 +126,64 @@ def test_enrichment_alone_selected_still_reads_the_exports():
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.records(INTENT) == []
         assert_enriched_exactly(sb, result.records(ENRICHED), expected_contact_ids(sb, FEEDS, 3))
+
+
+def test_all_sections_are_asked_for_without_include_and_a_subset_with_it():
+    """`include` is documented only on the single GET: the batch body carries it only when it must."""
+    with sandbox() as sb:
+        result = run(sb, tap_config(sb, intent_feed_ids=[FEED_B_ID], intent_lookback_days=1))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert {tuple(e["keys"]) for e in sb.events() if e["kind"] == "enrich_batch"} == {("contact_ids",)}
+        sb.reset_stats()
+        subset = tap_config(sb, intent_feed_ids=[FEED_B_ID], intent_lookback_days=1, enrichment_sections=["pii"])
+        result = run(sb, subset)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert {tuple(e["keys"]) for e in sb.events() if e["kind"] == "enrich_batch"} == {("contact_ids", "include")}
+        expected = expected_contact_ids(sb, (FEED_B_ID,), 1)
+        assert_enriched_exactly(sb, result.records(ENRICHED), expected, wanted=("pii",))
+
+
+@pytest.mark.parametrize(
+    ("rejects", "sections", "canonical"),
+    [("include", ["pii", "emails"], False), ("body", list(SECTIONS), True)],
+    ids=["422-to-include", "400-to-the-body"],
+)
+def test_a_batch_body_the_endpoint_refuses_falls_back_to_single_gets_at_a_bounded_rate(rejects, sections, canonical):
+    with sandbox(enrich_batch_rejects=rejects, enrich_canonical_ids=canonical) as sb:
+        config = tap_config(
+            sb, intent_feed_ids=[FEED_B_ID], intent_lookback_days=1, enrichment_sections=sections,
+            enrichment_batch_size=5,
+        )
+        result = run(sb, config)
+        assert result.returncode == 0, result.stderr[-2000:]
+        expected = expected_contact_ids(sb, (FEED_B_ID,), 1)
+        assert_enriched_exactly(sb, result.records(ENRICHED), expected, wanted=sections)
+        assert any(record["found_sections"] == 0 for record in result.records(ENRICHED))  # 404 → empty envelope
+        refused = [e for e in sb.events() if e["kind"] == "enrich_refused"]
+        assert len(refused) == 1  # one batch tried; the rest of the run went one id at a time
+        singles = [e for e in sb.events() if e["kind"] == "enrich_single"]
+        assert sorted(e["contact_id"] for e in singles) == sorted(expected)
+        assert {tuple(e["include"]) for e in singles} == {tuple(sections)}
+        assert sb.stats()["enrich_single_requests"] == len(expected)
+        times = [dt.datetime.fromisoformat(e["t"]) for e in singles]
+        assert (times[-1] - times[0]).total_seconds() >= (len(times) - 1) / 10 - 0.05  # at most 10 requests/s
+        assert result.stderr.count("one id at a time") == 1
+        assert f"answered {refused[0]['status']}" in result.stderr
+
+
+def test_legacy_ids_answered_in_canonical_form_are_matched():
+    with sandbox(enrich_canonical_ids=True) as sb:
+        result = run(sb, tap_config(sb, enrichment_batch_size=100))
+        assert result.returncode == 0, result.stderr[-2000:]
+        expected = expected_contact_ids(sb, FEEDS, 3)
+        records = result.records(ENRICHED)
+        assert_enriched_exactly(sb, records, expected)
+        legacy = [r for r in records if r["contact_id"].startswith("cb_")]
+        assert legacy and all(r["canonical_contact_id"].startswith("id_") for r in legacy)
+
+
+def test_a_result_for_another_id_is_still_fatal():
+    assert envelope_record("cb_1a2b3c", {"contact_id": "id_0123456789abcdef"})["contact_id"] == "cb_1a2b3c"
+    for sent, answered in (("id_0123456789abcdef", "id_fedcba9876543210"), ("cb_1a2b3c", "cb_4d5e6f")):
+        with pytest.raises(DataError, match="results must align by index"):
+            envelope_record(sent, {"contact_id": answered})

@@ -9,7 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID
+from tap_backstory.intent import row_key
+from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID, data
 from tests.contactbased_support import (
     ENRICHED,
     FEEDS,
@@ -51,6 +52,8 @@ def test_two_feeds_every_row_with_lineage():
             feed_state = result.final_state["bookmarks"][INTENT]["feeds"][feed_id]
             assert feed_state == {"last_window_start": start.isoformat(), "last_window_end": end.isoformat()}
         assert not duplicates(row_keys(records))
+        assert f"intent feed {FEED_B_ID}: window" in result.stderr
+        assert "export quota remaining: no cap" in result.stderr  # feed B is uncapped (listed as null)
         stats = sb.stats()
         assert (stats["searches_created"], stats["exports_created"]) == (2, 2)
         totals = [expected_rows(sb, feed, 3) for feed in FEEDS]
@@ -67,6 +70,37 @@ def test_first_run_lookback_defaults_to_and_is_capped_at_the_feed_cap():
         assert result.returncode == 0, result.stderr[-2000:]
         assert len(result.records(INTENT)) == expected_rows(sb, FEED_A_ID, 4)
         assert f"intent feed {FEED_A_ID}: intent_lookback_days 9 exceeds the feed's cap; using 4 days" in result.stderr
+
+
+def test_a_feed_cap_listed_under_another_key_is_read():
+    with sandbox(page_size=1000, feed_a_lookback_cap=4, feed_cap_key="max_lookback_days") as sb:
+        result = run(sb, tap_config(sb, intent_lookback_days=9, intent_feed_ids=[FEED_A_ID]))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(result.records(INTENT)) == expected_rows(sb, FEED_A_ID, 4)
+        assert f"intent feed {FEED_A_ID}: intent_lookback_days 9 exceeds the feed's cap; using 4 days" in result.stderr
+
+
+@pytest.mark.parametrize("listing", [{"feed_cap_key": ""}, {"feed_cap_null": True}], ids=["missing", "null"])
+def test_without_a_listed_cap_the_search_answers_the_window(listing):
+    with sandbox(page_size=1000, feed_a_lookback_cap=20, **listing) as sb:
+        config = tap_config(sb, intent_feed_ids=[FEED_A_ID])
+        first = run(sb, config)
+        assert first.returncode == 0, first.stderr[-2000:]
+        start, end = window(sb, 3)
+        assert len(first.records(INTENT)) == expected_rows(sb, FEED_A_ID, 3)
+        assert first.final_state["bookmarks"][INTENT]["feeds"][FEED_A_ID]["last_window_start"] == start.isoformat()
+        assert f"intent feed {FEED_A_ID}: the feed lists no lookback cap" in first.stderr
+        # A later run searches from the last end day; the server's answer names the window.
+        sb.set_today(end + timedelta(days=5))
+        later = run(sb, config, state=first.final_state)
+        assert later.returncode == 0, later.stderr[-2000:]
+        assert len(later.records(INTENT)) == expected_rows(sb, FEED_A_ID, 6)
+        # No cap listed and no intent_lookback_days: the default 30 days, beyond this feed's real cap of 20.
+        refused = run(sb, tap_config(sb, intent_feed_ids=[FEED_A_ID], intent_lookback_days=None))
+        assert refused.returncode == 1
+        assert f"intent feed {FEED_A_ID}: the search of the last 30 days was refused" in refused.error_line
+        assert "lists no lookback cap" in refused.error_line and "intent_lookback_days" in refused.error_line
+        assert "outside the feed's allowed range 1..20" in refused.error_line  # the server's reason
 
 
 def test_later_runs_read_from_the_last_end_day_inclusive():
@@ -215,3 +249,68 @@ def test_an_export_building_is_polled_on_the_job_poll_schedule():
         # While the export is younger than 4 intervals, a quarter of its age is below the interval: no growth.
         assert waits[:3] == [0.2, 0.2, 0.2], waits
         assert all(later <= earlier * 1.5 for earlier, later in itertools.pairwise(waits)), waits
+
+
+def upsert(tables: dict[str, dict], result) -> None:
+    """What a target upserting on each stream's announced primary key keeps of a run."""
+    keys = {m["stream"]: m["key_properties"] for m in result.messages if m["type"] == "SCHEMA"}
+    for message in result.messages:
+        if message["type"] == "RECORD":
+            record = message["record"]
+            tables.setdefault(message["stream"], {})[tuple(record[k] for k in keys[message["stream"]])] = record
+
+
+@pytest.mark.parametrize("runs", [2, 3])
+def test_consecutive_runs_upserted_on_the_primary_key_hold_each_intent_row_once(runs):
+    """Each run searches again from the last window's end day, so that day's rows come back under a new export
+    and new row numbers: the primary key must not depend on that lineage."""
+    with sandbox(page_size=1000) as sb:
+        first_day = sb.settings.current_day() - timedelta(days=2)  # intent_lookback_days 3
+        tables: dict[str, dict] = {}
+        state = None
+        for n in range(runs):
+            if n:
+                sb.set_today(sb.settings.current_day() + timedelta(days=n))  # 1 day, then 2 days later
+            result = run(sb, tap_config(sb), state=state)
+            assert result.returncode == 0, result.stderr[-2000:]
+            upsert(tables, result)
+            state = result.final_state
+            if n:
+                overlap_day = sb.settings.current_day() - timedelta(days=n)  # the last window's end day
+                for feed_id in FEEDS:
+                    overlap = data.expected_intent_rows(sb.settings, feed_id, overlap_day, overlap_day)
+                    quota = f"{overlap} rows of export quota"
+                    if feed_id == FEED_B_ID:
+                        quota = "no quota: the feed is uncapped"
+                    line = f"intent feed {feed_id}: {overlap} rows ({quota}) came from the re-read day {overlap_day}"
+                    assert line in result.stderr
+        last_day = sb.settings.current_day()
+        distinct = sum(data.expected_intent_rows(sb.settings, feed, first_day, last_day) for feed in FEEDS)
+        assert len(tables[INTENT]) == distinct
+        assert sorted(r["signal_date"] for r in tables[INTENT].values()) == sorted(
+            r["signal_date"] for feed in FEEDS for r in data.iter_intent_rows(sb.settings, feed, first_day, last_day)
+        )
+        assert len({r["export_id"] for r in tables[INTENT].values()}) == 2 * runs  # lineage kept as data
+
+
+def test_row_key_ignores_lineage_and_the_optional_pii_and_business_fields():
+    with sandbox(page_size=1000) as sb:
+        plain = run(sb, tap_config(sb, intent_feed_ids=[FEED_A_ID], intent_lookback_days=1))
+        rich = run(
+            sb,
+            tap_config(
+                sb, intent_feed_ids=[FEED_A_ID], intent_lookback_days=1, intent_get_pii=True,
+                intent_include_business_info=True,
+            ),
+        )
+        assert plain.returncode == rich.returncode == 0, plain.stderr[-2000:] + rich.stderr[-2000:]
+        plain_keys = [r["row_key"] for r in plain.records(INTENT)]
+        rich_records = rich.records(INTENT)
+        assert all(r["first_name"] and r["linkedin_url"] for r in rich_records)
+        assert [r["row_key"] for r in rich_records] == plain_keys
+        assert len(set(plain_keys)) == len(plain_keys) == expected_rows(sb, FEED_A_ID, 1)
+        assert all(re.fullmatch(r"[0-9a-f]{64}", key) for key in plain_keys)
+        row = plain.records(INTENT)[0]
+        omitted = {k: v for k, v in row.items() if k != "industry"}
+        assert row_key(FEED_A_ID, {**row, "industry": None}) == row_key(FEED_A_ID, omitted)  # null = omitted
+        assert row_key(FEED_A_ID, row) != row_key(FEED_A_ID, omitted) != row_key(FEED_B_ID, omitted)

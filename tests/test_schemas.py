@@ -13,7 +13,7 @@ SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "tap_backstory" / "schema
 PRIMARY_KEYS = {
     "activities": ["uid"],
     "enriched_contacts": ["email"],
-    "intent_feed_exports": ["export_id", "row_number"],
+    "intent_feed_exports": ["row_key"],
     "enriched_contact_records": ["contact_id"],
 }
 

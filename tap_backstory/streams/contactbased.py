@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import typing as t
 
-from tap_backstory.intent import ContactBasedOptions, ContactEnricher, IntentFeeds, envelope_record
+from tap_backstory.intent import (
+    ContactBasedOptions,
+    ContactEnricher,
+    IntentFeeds,
+    envelope_record,
+    is_contact_id,
+    row_key,
+)
 from tap_backstory.streams.base import TapStream
 
 LOGGER = logging.getLogger("tap-backstory")
-
-CONTACT_ID = re.compile(r"^id_[0-9a-f]{16}$|^cb_[0-9A-Za-z]+$")  # documented form, legacy `cb_` accepted
 
 
 class Progress(t.NamedTuple):
@@ -31,11 +35,11 @@ class Progress(t.NamedTuple):
 
 
 class IntentFeedExportsStream(TapStream):
-    """Rows of intent feed exports, with lineage (feed, export, page, row number, window)."""
+    """Rows of intent feed exports, with lineage (feed, export, page, row number, window), keyed by content."""
 
     name = "intent_feed_exports"
     sync_description = "incremental: each feed's window after its bookmark (docs/state.md)"
-    primary_keys = ("export_id", "row_number")
+    primary_keys = ("row_key",)  # not (export_id, row_number): the re-read day comes back in a new export
 
     @functools.cached_property
     def intent(self) -> IntentFeeds:
@@ -95,9 +99,13 @@ class IntentFeedExportsStream(TapStream):
             self.intent.check_quota(feed, flight)
             flight.update(self.intent.create_export(feed, flight), next_page=1)
             self.checkpoint()  # the export id: a resumed run reads the same export (no quota spent again)
+        overlap = OverlapCount(feed_state.get("last_window_end"))
         for page, rows in self.intent.pages(feed_id, flight):
-            yield from self._records(feed_id, flight, page, rows)
+            for record in self._records(feed_id, flight, page, rows):
+                overlap.add(record)
+                yield record
             yield Progress(functools.partial(self._page_done, flight, page + 1))
+        overlap.log(feed)
 
         def finish() -> None:
             feed_state.pop("in_flight")
@@ -112,6 +120,7 @@ class IntentFeedExportsStream(TapStream):
         for index, row in enumerate(rows):
             record = self.shaper.shape(row)
             record.update(
+                row_key=row_key(feed_id, record),
                 feed_id=feed_id,
                 export_id=flight["export_id"],
                 page=page,
@@ -146,6 +155,50 @@ class IntentFeedExportsStream(TapStream):
             yield {"enrichment_batch": queue.next_batch_number()}
 
 
+class OverlapCount:
+    """Rows of the day a later run reads again (the last window's end day): their cost, for the log."""
+
+    def __init__(self, overlap_day: str | None) -> None:
+        self.overlap_day = overlap_day  # None: first window, nothing re-read
+        self.rows = 0
+        self.undated = 0
+
+    def add(self, record: dict) -> None:
+        if self.overlap_day is None:
+            return
+        signal_date = record.get("signal_date")
+        if signal_date is None:
+            self.undated += 1
+        elif signal_date == self.overlap_day:
+            self.rows += 1
+
+    def log(self, feed: dict) -> None:
+        if self.overlap_day is None:
+            return
+        feed_id = feed["feed_id"]
+        quota = (
+            "no quota: the feed is uncapped"
+            if feed.get("export_row_limit") is None and feed.get("export_rows_remaining") is None
+            else f"{self.rows} rows of export quota"
+        )
+        LOGGER.info(
+            "intent feed %s: %d rows (%s) came from the re-read day %s, already read by the last run; "
+            "their row_key keeps them once in the target",
+            feed_id,
+            self.rows,
+            quota,
+            self.overlap_day,
+        )
+        if self.undated:
+            LOGGER.info(
+                "intent feed %s: %d rows carry no signal_date, so whether they came from the re-read day %s "
+                "is unknown",
+                feed_id,
+                self.undated,
+                self.overlap_day,
+            )
+
+
 class ContactIdQueue:
     """Distinct valid contact_ids waiting for enrichment.
 
@@ -162,7 +215,7 @@ class ContactIdQueue:
     def add(self, contact_id: t.Any) -> None:
         if contact_id is None or contact_id in self.seen:
             return
-        if not isinstance(contact_id, str) or not CONTACT_ID.match(contact_id):
+        if not is_contact_id(contact_id):
             self.malformed.add(repr(contact_id))
             return
         self.seen.add(contact_id)

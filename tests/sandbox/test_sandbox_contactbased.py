@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ import requests
 
 from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID, Sandbox, SandboxSettings
 from tap_backstory_sandbox.data import (
+    canonical_contact_id,
     expected_intent_contact_ids,
     expected_intent_rows,
     is_valid_contact_id,
@@ -44,6 +46,19 @@ def test_feeds(sb):
     assert b["feed_id"] == FEED_B_ID and not b["allow_pii"] and b["lookback_days"] == 90
     assert b["export_row_limit"] is None and b["export_rows_remaining"] is None
 
+
+
+def test_feed_cap_listed_under_another_key_or_null_is_enforced_all_the_same(sb):
+    sb.configure(feed_cap_key="max_lookback_days")
+    a, _ = cb(sb, "GET", "/organization/feeds").json()["feeds"]
+    assert "lookback_days" not in a and a["max_lookback_days"] == 30
+    sb.configure(feed_cap_null=True)
+    a, _ = cb(sb, "GET", "/organization/feeds").json()["feeds"]
+    assert a["max_lookback_days"] is None
+    sb.configure(feed_cap_key="")
+    a, _ = cb(sb, "GET", "/organization/feeds").json()["feeds"]
+    assert "max_lookback_days" not in a and "lookback_days" not in a
+    assert cb(sb, "POST", "/intent/feeds/search", json={"feed_id": FEED_A_ID, "lookback_days": 31}).status_code == 403
 
 def test_preview_search_and_jobs(sb):
     body = {"feed_id": FEED_A_ID, "lookback_days": 7, "include_daily_counts": True}
@@ -166,6 +181,29 @@ def test_enrichment_batch_alignment_and_errors():
         st = sb.stats()
         assert st["enrich_batches"] == [5, 6, 2, 3] and st["enrich_ids_sent"] == 8
 
+
+
+def test_enrichment_batch_body_readings_and_canonical_ids(sb):
+    known = people_with_enrichment(sb.settings)[:2]
+    sb.configure(enrich_batch_rejects="include")
+    assert cb(sb, "POST", "/enrich/contacts/batch", json={"contact_ids": known, "include": ["pii"]}).status_code == 422
+    assert cb(sb, "POST", "/enrich/contacts/batch", json={"contact_ids": known}).status_code == 200
+    sb.configure(enrich_batch_rejects="body")
+    r = cb(sb, "POST", "/enrich/contacts/batch", json={"contact_ids": known})
+    assert r.status_code == 400 and "contact_ids" in r.json()["detail"]
+    r = cb(sb, "POST", "/enrich/contacts/batch", json={"ids": known})
+    assert r.status_code == 200 and [x["contact_id"] for x in r.json()["results"]] == known
+    assert [e["status"] for e in sb.events() if e["kind"] == "enrich_refused"] == [422, 400]
+    # Legacy ids answered in their canonical form: the batch and the single GET, data unchanged.
+    legacy = next(c for c in known + people_with_enrichment(sb.settings) if c.startswith("cb_"))
+    canonical = canonical_contact_id(sb.settings, legacy)
+    assert re.fullmatch(r"id_[0-9a-f]{16}", canonical) and canonical_contact_id(sb.settings, known[0]) == known[0]
+    plain = cb(sb, "GET", f"/enrich/contacts/{legacy}").json()
+    sb.configure(enrich_batch_rejects="", enrich_canonical_ids=True)
+    answered = cb(sb, "POST", "/enrich/contacts/batch", json={"contact_ids": [known[0], legacy]}).json()["results"]
+    assert [x["contact_id"] for x in answered] == [known[0], canonical]
+    assert answered[1] == {**plain, "contact_id": canonical}
+    assert cb(sb, "GET", f"/enrich/contacts/{legacy}").json() == {**plain, "contact_id": canonical}
 
 def test_enrichment_single_endpoints(sb):
     s = sb.settings
