@@ -19,7 +19,7 @@ import time
 import typing as t
 import urllib.parse
 
-from tap_backstory.client import ApiClient, ApiError, TapBackstoryError
+from tap_backstory.client import ApiClient, ApiError, TapBackstoryError, one_line
 from tap_backstory.formats import DataError, unwrap_list
 from tap_backstory.names import ENRICHMENT_SECTIONS
 from tap_backstory.polling import PollSchedule
@@ -28,6 +28,8 @@ from tap_backstory.windows import Clock, lookback_since, lookback_window, out_of
 BUILDING_STATUSES = frozenset({"building", "pending", "queued", "processing", "running", "in_progress"})
 """ExportSummary `status` values of an export that is not readable yet (a newer API variant builds exports
 asynchronously; the documented one has no `status` and is readable at once)."""
+EXPORT_LIST_KEYS = ("exports", "items", "data", "results")
+"""Where `POST /intent/feeds/exports/list` may put its ExportSummaries (the docs do not show the envelope)."""
 
 LOOKBACK_CAP_KEYS = ("lookback_days", "max_lookback_days", "lookback_days_cap", "lookback_cap")
 """Where a listed feed may hold its lookback cap (the docs name the cap, not its key); the first non-null wins."""
@@ -245,26 +247,17 @@ class IntentFeeds:
                 f"used {feed.get('export_rows_used')}); set intent_max_rows to at most {remaining} to cap it"
             )
 
-    def create_export(self, feed: dict, flight: dict) -> dict:
-        """Export the flight's search (spends quota) and wait until it is readable: its id, pages and page size."""
-        body: dict[str, t.Any] = {
-            "job_id": flight["job_id"],
-            "get_pii": self.options.get_pii,
-            "include_business_info": self.options.include_business_info,
-            "require_contact_id": self.options.require_contact_id,
-        }
-        if self.options.max_rows:
-            body["max_rows"] = self.options.max_rows
-        try:
-            summary = self.api.request("POST", "/intent/feeds/exports", json=body).json()
-        except ApiError as exc:
-            if exc.status != 403:
-                raise
-            raise TapBackstoryError(
-                f"intent feed {feed['feed_id']}: the export of window {flight['window_start']}..{flight['window_end']} "
-                f"({flight['total_records']} rows found, {quota_remaining(feed)} rows of quota remaining) "
-                f"was refused: {exc}"
-            ) from None
+    def export(self, feed: dict, flight: dict, *, resumed: bool) -> dict:
+        """Export the flight's search and wait until it is readable: its id, pages and page size.
+
+        A resumed flight may already have its export: the run before was killed after asking for it and before
+        its id reached state. That export is reused (found in the search's export list) rather than a second one
+        made: free either way by the docs, but one export per search is what the state promises."""
+        body = self._export_body(flight)
+        summary = self._export_made_before(feed, flight, body) if resumed else None
+        if summary is None:
+            self.check_quota(feed, flight)
+            summary = self._create_export(feed, flight, body)
         summary = self._wait_until_built(feed["feed_id"], summary)
         export = {
             "export_id": str(summary["export_id"]),
@@ -279,6 +272,58 @@ class IntentFeeds:
             export["total_pages"],
         )
         return export
+
+    def _export_body(self, flight: dict) -> dict:
+        body: dict[str, t.Any] = {
+            "job_id": flight["job_id"],
+            "get_pii": self.options.get_pii,
+            "include_business_info": self.options.include_business_info,
+            "require_contact_id": self.options.require_contact_id,
+        }
+        if self.options.max_rows:
+            body["max_rows"] = self.options.max_rows
+        return body
+
+    def _create_export(self, feed: dict, flight: dict, body: dict) -> dict:
+        """POST the export (spends quota); a 403 becomes one line with the window and the numbers."""
+        try:
+            return self.api.request("POST", "/intent/feeds/exports", json=body).json()
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            raise TapBackstoryError(
+                f"intent feed {feed['feed_id']}: the export of window {flight['window_start']}..{flight['window_end']} "
+                f"({flight['total_records']} rows found, {quota_remaining(feed)} rows of quota remaining) "
+                f"was refused: {exc}"
+            ) from None
+
+    def _export_made_before(self, feed: dict, flight: dict, body: dict) -> dict | None:
+        """An export of this search with these options, listed by `POST /intent/feeds/exports/list`, or None."""
+        try:
+            listed = self.api.request("POST", "/intent/feeds/exports/list", json={"job_id": flight["job_id"]})
+            exports = unwrap_list(listed.json(), "ContactBased POST /intent/feeds/exports/list", EXPORT_LIST_KEYS)
+        except (TapBackstoryError, ValueError) as exc:  # not listable: make the export, as on a first run
+            self.log.warning("intent feed %s: could not list the exports of search %s (%s)", feed["feed_id"],
+                             flight["job_id"], one_line(exc))
+            return None
+        max_rows = body.get("max_rows")
+        for summary in exports:
+            if (
+                isinstance(summary, dict)
+                and str(summary.get("job_id")) == str(flight["job_id"])
+                and summary.get("export_id") is not None
+                # Options are compared where the summary echoes them; a row cap, by the rows it holds.
+                and all(summary.get(key, value) == value for key, value in body.items() if key != "max_rows")
+                and (max_rows is None or int(summary.get("total_rows") or 0) <= max_rows)
+            ):
+                self.log.info(
+                    "intent feed %s: reusing export %s of search %s, made by the interrupted run (no quota spent)",
+                    feed["feed_id"],
+                    summary["export_id"],
+                    flight["job_id"],
+                )
+                return summary
+        return None
 
     def _wait_until_built(self, feed_id: str, summary: dict) -> dict:
         """Poll `/exports/get` while the export says it is still building, on the job poll schedule."""

@@ -268,6 +268,8 @@ class ContactBased:
             self.exports[summary["export_id"]] = exp
         st.event("export_created", export_id=summary["export_id"], feed_id=s["feed_id"], job_id=s["job_id"],
                  total_rows=total_rows, quota_cost=cost)
+        if st.settings.export_create_answer_seconds > 0:
+            time.sleep(st.settings.export_create_answer_seconds)
         return Response.json(200, exp.view())
 
     def _export(self, body: dict[str, Any]) -> Export:

@@ -7,6 +7,7 @@ Faults are plain settings (see ``settings.SandboxSettings``), changeable at run 
                            (seeded RNG: the same request sequence always fails the same way)
 ``slow_seconds``           delay before answering every non-admin request
 ``job_create_answer_seconds`` delay the answer to a Backstory job creation after the job exists
+``export_create_answer_seconds`` delay the answer to a ContactBased export creation after the export exists
 ``fail_jobs``              the next N created Backstory jobs end ``Failed``
 ``cancel_jobs``            the next N created Backstory jobs end ``Canceled``
 ``burst_429``              the next N job creations get 429 ``TooManyRequestsException``

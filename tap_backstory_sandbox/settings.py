@@ -131,6 +131,9 @@ class SandboxSettings:
     job_create_answer_seconds: float = 0.0
     """Delay the answer to a job creation after the job exists: a client that dies meanwhile leaves a job
     it never learned the id of."""
+    export_create_answer_seconds: float = 0.0
+    """Delay the answer to a ContactBased export creation after the export exists (and its quota is spent): a
+    client that dies meanwhile leaves an export it never learned the id of."""
     bandwidth_bytes_per_sec: int = 0
     """Per-connection cap on Backstory data downloads (0 = unlimited)."""
     quota_spent_elsewhere: int = 0

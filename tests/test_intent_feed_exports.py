@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -169,6 +170,36 @@ def test_killed_run_resumes_without_new_search_or_export(kill_at):
         # Ids of rows emitted before the kill but not enriched yet were kept in state and enriched on resume.
         enriched = [m["record"] for m in killed_records if m["stream"] == ENRICHED] + resumed.records(ENRICHED)
         assert {r["contact_id"] for r in enriched} == expected_contact_ids(sb, (FEED_A_ID,), 3)
+
+
+def test_killed_before_the_export_id_arrives_resumes_with_the_export_contactbased_made():
+    """ContactBased makes the export (spending its quota) and answers 3 s later; the tap is killed in between, so
+    the state names the search but no export. The resumed run finds that export in the search's export list and
+    reads it: one export, quota spent once, every row once."""
+    with sandbox(page_size=10, export_create_answer_seconds=3.0) as sb:
+        config = tap_config(sb, intent_feed_ids=[FEED_A_ID])
+
+        def searched_and_exported(state: dict) -> bool:
+            flight = feed_flight(state, FEED_A_ID)
+            if "job_id" not in flight or "export_id" in flight:
+                return False
+            deadline = time.monotonic() + 2.5
+            while sb.stats()["exports_created"] == 0 and time.monotonic() < deadline:  # the request got there
+                time.sleep(0.02)
+            return True
+
+        killed_records, state = run_until_state(sb, config, searched_and_exported)
+        assert sb.stats()["exports_created"] == 1 and "export_id" not in feed_flight(state, FEED_A_ID)
+        sb.configure(export_create_answer_seconds=0)
+        resumed = run(sb, config, state=state)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        after = sb.stats()
+        total = expected_rows(sb, FEED_A_ID, 3)
+        assert after["exports_created"] == 1
+        assert after["quota_spent"] == {FEED_A_ID: total}
+        assert re.search(r"reusing export \S+ of search \S+, made by the interrupted run", resumed.stderr)
+        records = [m["record"] for m in killed_records if m["stream"] == INTENT] + resumed.records(INTENT)
+        assert_complete_export(records, total, 10)
 
 
 def test_export_over_quota_fails_clearly_and_spends_nothing():

@@ -90,14 +90,14 @@ class IntentFeedExportsStream(TapStream):
         feed_id = feed["feed_id"]
         feed_state = self.bookmarks.setdefault("feeds", {}).setdefault(feed_id, {})
         flight = feed_state.get("in_flight")
+        resumed = flight is not None
         if flight is None:
             flight = feed_state["in_flight"] = self.intent.search(feed, feed_state.get("last_window_end"))
             self.checkpoint()  # the search's job_id: a resumed run exports it instead of searching again
         else:
             LOGGER.info("intent feed %s: resuming window %s..%s", feed_id, flight["window_start"], flight["window_end"])
         if "export_id" not in flight:
-            self.intent.check_quota(feed, flight)
-            flight.update(self.intent.create_export(feed, flight), next_page=1)
+            flight.update(self.intent.export(feed, flight, resumed=resumed), next_page=1)
             self.checkpoint()  # the export id: a resumed run reads the same export (no quota spent again)
         overlap = OverlapCount(feed_state.get("last_window_end"))
         for page, rows in self.intent.pages(feed_id, flight):
