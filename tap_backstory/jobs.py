@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import time
 import typing as t
 from collections import deque
 from dataclasses import dataclass, field
@@ -136,7 +135,7 @@ class ExportJobs:
             and len(ahead) < 2 * self.max_concurrent_jobs + 1
             and sum(slot.state != COMPLETED for slot in ahead) < self.max_concurrent_jobs + 1
         ):
-            ahead.append(_Slot(todo.popleft(), PollSchedule(self.poll_interval, self.job_timeout)))
+            ahead.append(_Slot(todo.popleft(), PollSchedule(self.poll_interval, self.job_timeout, self.clock)))
 
     def _wait_completed(self, head: _Slot, ahead: deque[_Slot]) -> None:
         while True:
@@ -151,14 +150,14 @@ class ExportJobs:
             self._start_jobs(ahead)
             if head.state == COMPLETED:
                 return
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if head.job_id is None:
                 if head.first_try is not None and now - head.first_try > self.job_timeout:
                     raise TapBackstoryError(
                         f"could not create an export job for window {head.spec} within job_timeout_seconds="
                         f"{self.job_timeout:g}: Backstory kept refusing new jobs (429 / too many jobs)"
                     )
-                time.sleep(max(0.05, head.not_before - now))
+                self.clock.sleep(max(0.05, head.not_before - now))
                 continue
             if head.poll.timed_out:
                 raise TapBackstoryError(
@@ -192,7 +191,7 @@ class ExportJobs:
                 if slot.spec.resume and self._adopt(slot):
                     continue
             slots_full = sum(s.alive for s in ahead) >= self.max_concurrent_jobs
-            if slot.error or slots_full or time.monotonic() < slot.not_before:
+            if slot.error or slots_full or self.clock.monotonic() < slot.not_before:
                 return  # windows get their jobs in order: never skip one
             try:
                 if not self._create(slot):
@@ -205,7 +204,7 @@ class ExportJobs:
     # --- creation, adoption, polling -------------------------------------------------------------------
     def _create(self, slot: _Slot) -> bool:
         """POST a new job; False when Backstory refuses for now (429 / too many jobs: waited out)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if slot.first_try is None:
             slot.first_try = now
         if not slot.requested:
@@ -361,12 +360,12 @@ class ExportJobs:
     # --- download --------------------------------------------------------------------------------------
     def _records(self, slot: _Slot) -> t.Iterator[dict]:
         """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted."""
-        job_id, started, rows = str(slot.job_id), time.monotonic(), 0
+        job_id, started, rows = str(slot.job_id), self.clock.monotonic(), 0
         reader = FragmentReader(self.api, self.path, self.fragment_concurrency, self.log)
         for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse):
             rows += 1
             yield record
-        elapsed = time.monotonic() - started
+        elapsed = self.clock.monotonic() - started
         self.log.info(
             "Window %s: %d rows, %d bytes from job %s in %.1fs (%.0f rows/s)",
             slot.spec,
