@@ -149,7 +149,9 @@ class ApiClient:
             except RetriableError as exc:
                 attempt += 1
                 if not retry or attempt >= self.max_tries:
-                    raise ApiError(f"{exc} (gave up after {attempt} tries)", exc.status) from None
+                    # Keeps its Retry-After: a caller that retries on its own (job creation) waits it out.
+                    message = f"{exc} (gave up after {attempt} tries)"
+                    raise RetriableError(message, exc.status, exc.retry_after) from None
                 delay = backoff_delay(attempt - 1, exc.retry_after)
                 LOGGER.warning("%s; retrying in %.1fs (try %d of %d)", exc, delay, attempt + 1, self.max_tries)
                 time.sleep(delay)
