@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import threading
 import time
 import typing as t
 from urllib.parse import urlsplit
@@ -123,8 +122,6 @@ class ApiClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "tap-backstory"
-        self._lock = threading.Lock()
-        self.request_count = 0
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -167,8 +164,6 @@ class ApiClient:
         request = requests.Request(method, self.url(path), json=kwargs["json"], params=kwargs["params"])
         prepared = self.session.prepare_request(request)
         prepared = self.auth(prepared)
-        with self._lock:
-            self.request_count += 1
         try:
             response = self.session.send(prepared, stream=kwargs["stream"], timeout=with_timeout_cap(kwargs["timeout"]))
         except TRANSPORT_ERRORS as exc:

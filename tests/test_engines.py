@@ -17,9 +17,9 @@ from tap_backstory.client import TapBackstoryError
 from tap_backstory.intent import ContactBasedOptions, ContactEnricher, IntentFeeds
 from tap_backstory.jobs import ORPHAN_CLOCK_SKEW, ExportJobs, JobSpec
 from tap_backstory.windows import RETENTION, PendingJob, Window
+from tests.backstory_support import TODAY
 from tests.fake_vendors import FakeBackstory, FakeClock, FakeContactBased, error, json_lines
 
-TODAY = dt.date(2026, 3, 15)
 LOG = logging.getLogger("test-engines")
 
 
