@@ -385,3 +385,17 @@ def test_enrichment_refused_for_a_single_id_fails(clock):
 
     with pytest.raises(TapBackstoryError, match="answered 413"):
         list(enricher.enrich(["c1", "c2"]))
+
+
+def test_a_refused_future_end_date_falls_back_to_the_window_ending_today_once(backstory, clock):
+    future, ending_today = Window(TODAY, TODAY + dt.timedelta(days=30)), Window(TODAY, TODAY)
+    fallback = JobSpec(ending_today, "snapshot", body(ending_today))
+    backstory.refusals.append(error(400, "end_date must not be after today"))
+    announced: list = []
+    jobs = engine(backstory, clock, on_requesting=lambda s, at: announced.append((s.window, len(backstory.jobs))))
+
+    out = read_all(jobs, [JobSpec(future, "snapshot", body(future), fallback=fallback)])
+
+    assert [b["end_date"] for _, b in backstory.creation_attempts] == [str(future.end), str(TODAY)]
+    assert out[0][0] == ending_today and len(out[0][2]) == 4
+    assert announced == [(future, 0), (ending_today, 0)]  # each request announced in state before it is sent
