@@ -361,7 +361,7 @@ class ExportJobs:
     def _records(self, slot: _Slot) -> t.Iterator[dict]:
         """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted."""
         job_id, started, rows = str(slot.job_id), self.clock.monotonic(), 0
-        reader = FragmentReader(self.api, self.path, self.fragment_concurrency, self.log)
+        reader = FragmentReader(self.api, self.path, self.fragment_concurrency, self.log, self.clock)
         for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse):
             rows += 1
             yield record

@@ -40,6 +40,7 @@ class FakeClock(Clock):
         self.start = dt.datetime.combine(today, dt.time(12), tzinfo=dt.UTC)
         self.elapsed = 0.0
         self.sleeps: list[float] = []
+        self._lock = threading.Lock()  # fragment downloads sleep in threads
 
     def now(self) -> dt.datetime:
         return self.start + dt.timedelta(seconds=self.elapsed)
@@ -48,8 +49,9 @@ class FakeClock(Clock):
         return self.elapsed
 
     def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.elapsed += seconds
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.elapsed += seconds
 
 
 class _Transport(BaseAdapter):
@@ -118,6 +120,7 @@ class FakeBackstory:
         self.outcomes: deque[tuple[str, str | None]] = deque()  # (state, message) of the next jobs created
         self.refusals: deque[Answer] = deque()  # answers to the next creation attempts
         self.refuse_forever: Answer | None = None
+        self.cut_bodies = 0  # the next N fragment bodies stop half-way (their Content-Length says more)
         self.jobs: dict[str, FakeJob] = {}
         self.creation_attempts: list[tuple[float, dict]] = []
         self.created_while: list[tuple[str, int]] = []  # (job_id, jobs Queued/Running once it was made)
@@ -168,7 +171,13 @@ class FakeBackstory:
         if self.state(job) != "Completed":
             return error(409, "job is not Completed")
         number = int(params.get("fragment", 0))
-        return (200, job.fragments[number], {}) if number < len(job.fragments) else error(404, "no such fragment")
+        if number >= len(job.fragments):
+            return error(404, "no such fragment")
+        fragment = job.fragments[number]
+        if self.cut_bodies:
+            self.cut_bodies -= 1
+            return 200, fragment[: len(fragment) // 2], {"Content-Length": str(len(fragment))}
+        return 200, fragment, {}
 
     def _create(self, body: dict) -> Answer:
         self.creation_attempts.append((self.clock.monotonic(), body))

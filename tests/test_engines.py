@@ -399,3 +399,21 @@ def test_a_refused_future_end_date_falls_back_to_the_window_ending_today_once(ba
     assert [b["end_date"] for _, b in backstory.creation_attempts] == [str(future.end), str(TODAY)]
     assert out[0][0] == ending_today and len(out[0][2]) == 4
     assert announced == [(future, 0), (ending_today, 0)]  # each request announced in state before it is sent
+
+
+def test_a_fragment_cut_off_mid_way_is_fetched_again_from_the_start_and_nothing_is_read_twice(backstory, clock):
+    backstory.cut_bodies = 3  # one fragment cut three times (below FRAGMENT_TRIES), or several once each
+
+    out = read_all(engine(backstory, clock, fragment_concurrency=1), [spec(0)])
+
+    rows = [(r["fragment"], r["row"]) for r in out[0][2]]
+    assert rows == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    data_requests = [path for _, _, path in backstory.requests if path.endswith("/data")]
+    assert len(data_requests) == 2 + 3
+
+
+def test_a_fragment_cut_off_at_every_try_fails_naming_it(backstory, clock):
+    backstory.cut_bodies = 100
+
+    with pytest.raises(TapBackstoryError, match=r"export job \d+ fragment 0 kept failing to download .* after 4 tries"):
+        read_all(engine(backstory, clock, fragment_concurrency=1), [spec(0)])
