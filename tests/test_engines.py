@@ -417,3 +417,27 @@ def test_a_fragment_cut_off_at_every_try_fails_naming_it(backstory, clock):
 
     with pytest.raises(TapBackstoryError, match=r"export job \d+ fragment 0 kept failing to download .* after 4 tries"):
         read_all(engine(backstory, clock, fragment_concurrency=1), [spec(0)])
+
+
+def test_a_resumed_flight_reads_its_export_from_its_next_page_without_a_new_search_or_export(clock):
+    vendor = FakeContactBased(clock, rows=5, page_size=2)
+    feeds = IntentFeeds(vendor.api(), options(), clock, LOG)
+    flight = {"export_id": "export-1", "total_pages": 3, "next_page": 2}
+
+    pages = list(feeds.pages("feed-1", flight))
+
+    assert [(page, [row["row"] for row in rows]) for page, rows in pages] == [(2, [2, 3]), (3, [4])]
+    assert [path for _, path, _ in vendor.requests] == ["/intent/feeds/exports/page"] * 2
+
+
+@pytest.mark.parametrize(
+    ("last_end_days_ago", "lookback", "lost"),
+    [(None, 30, False), (0, 1, False), (5, 6, False), (40, 30, True)],
+    ids=["first run: the cap", "same day", "from the last end day inclusive", "beyond the cap: warned"],
+)
+def test_the_lookback_of_the_next_window(clock, caplog, last_end_days_ago, lookback, lost):
+    feeds = IntentFeeds(FakeContactBased(clock).api(), options(), clock, LOG)
+    last_end = None if last_end_days_ago is None else str(TODAY - dt.timedelta(days=last_end_days_ago))
+
+    assert feeds.lookback_days({"feed_id": "feed-1", "lookback_days": 30}, last_end) == lookback
+    assert ("can no longer be fetched" in caplog.text) is lost
