@@ -222,7 +222,8 @@ class ExportJobs:
                 raise
             retry_after = getattr(exc, "retry_after", None)
             slot.create_wait = min(max(slot.create_wait * 1.5, self.poll_interval), slot.poll.cap)
-            wait = retry_after if retry_after is not None else slot.create_wait
+            # The server's Retry-After, capped like a poll wait (as ApiClient caps it) so job_timeout still holds.
+            wait = min(retry_after, slot.poll.cap) if retry_after is not None else slot.create_wait
             slot.not_before = now + wait
             self.log.info(
                 "Backstory did not take the job for window %s now (%s); retrying in %.1fs",

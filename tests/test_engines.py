@@ -143,13 +143,14 @@ def test_a_window_whose_jobs_keep_failing_fails_the_run_naming_the_job_and_messa
     assert "ended Failed (out of disk); gave up after 3 jobs" in str(raised.value)
 
 
-def test_a_429_on_creation_is_waited_out_for_its_retry_after(backstory, clock):
-    backstory.refusals.append(error(429, "slow down", **{"Retry-After": "45"}))
+@pytest.mark.parametrize(("retry_after", "waited"), [("45", 45), ("600", 60)])
+def test_a_429_on_creation_is_waited_out_for_its_retry_after_capped_like_a_poll(backstory, clock, retry_after, waited):
+    backstory.refusals.append(error(429, "slow down", **{"Retry-After": retry_after}))
 
     out = read_all(engine(backstory, clock, poll_interval=5.0), [spec(0)])
 
     (refused_at, _), (created_at, _) = backstory.creation_attempts
-    assert 45 <= created_at - refused_at < 46
+    assert waited <= created_at - refused_at < waited + 1
     assert len(out[0][2]) == 4
 
 
