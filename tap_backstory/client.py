@@ -177,8 +177,9 @@ class ApiClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "tap-backstory"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # fragment downloads share the client
         self.request_count = 0
+        """Requests sent (every try counts), for the per-API line at the end of a run."""
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -209,7 +210,9 @@ class ApiClient:
             except RetriableError as exc:
                 attempt += 1
                 if not retry or attempt >= self.max_tries:
-                    raise ApiError(f"{exc} (gave up after {attempt} tries)", exc.status) from None
+                    # Keeps its Retry-After: a caller that retries on its own (job creation) waits it out.
+                    message = f"{exc} (gave up after {attempt} tries)"
+                    raise RetriableError(message, exc.status, exc.retry_after) from None
                 delay = backoff_delay(attempt - 1, exc.retry_after)
                 LOGGER.warning("%s; retrying in %.1fs (try %d of %d)", exc, delay, attempt + 1, self.max_tries)
                 time.sleep(delay)

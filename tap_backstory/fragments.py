@@ -13,7 +13,6 @@ import logging
 import math
 import tempfile
 import threading
-import time
 import typing as t
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import urllib3.exceptions
 
 from tap_backstory.client import TRANSPORT_ERRORS, ApiClient, ApiError, TapBackstoryError, backoff_delay, one_line
+from tap_backstory.windows import Clock
 
 FRAGMENT_TRIES = 4
 CHUNK_SIZE = 1 << 20
@@ -59,11 +59,12 @@ class _Stopped(Exception):
 class FragmentReader:
     """Reads the fragments of one job (`files`), then tells how many bytes they held (`bytes_read`)."""
 
-    def __init__(self, api: ApiClient, jobs_path: str, concurrency: int, log: logging.Logger) -> None:
+    def __init__(self, api: ApiClient, jobs_path: str, concurrency: int, log: logging.Logger, clock: Clock) -> None:
         self.api = api
         self.jobs_path = jobs_path
         self.concurrency = concurrency
         self.log = log
+        self.clock = clock
         self.bytes_read = 0
 
     def files(self, job_id: str, info: dict, window: object = None) -> t.Iterator[Fragment]:
@@ -158,7 +159,7 @@ class FragmentReader:
                         one_line(exc),
                         delay,
                     )
-                    time.sleep(delay)
+                    self.clock.sleep(delay)
                     continue
                 return out, written
         except BaseException:

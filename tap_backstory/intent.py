@@ -327,7 +327,7 @@ class IntentFeeds:
 
     def _wait_until_built(self, feed_id: str, summary: dict) -> dict:
         """Poll `/exports/get` while the export says it is still building, on the job poll schedule."""
-        poll = PollSchedule(self.options.poll_interval, self.options.job_timeout)
+        poll = PollSchedule(self.options.poll_interval, self.options.job_timeout, self.clock)
         while str(summary.get("status") or "").lower() in BUILDING_STATUSES:
             if poll.timed_out:
                 raise TapBackstoryError(

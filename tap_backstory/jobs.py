@@ -17,7 +17,6 @@ import datetime as dt
 import logging
 import os
 import re
-import time
 import typing as t
 from collections import deque
 from dataclasses import dataclass, field
@@ -150,7 +149,7 @@ class ExportJobs:
             and len(ahead) < 2 * self.max_concurrent_jobs + 1
             and sum(slot.state != COMPLETED for slot in ahead) < self.max_concurrent_jobs + 1
         ):
-            ahead.append(_Slot(todo.popleft(), PollSchedule(self.poll_interval, self.job_timeout)))
+            ahead.append(_Slot(todo.popleft(), PollSchedule(self.poll_interval, self.job_timeout, self.clock)))
 
     def _wait_completed(self, head: _Slot, ahead: deque[_Slot]) -> None:
         while True:
@@ -165,14 +164,14 @@ class ExportJobs:
             self._start_jobs(ahead)
             if head.state == COMPLETED:
                 return
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if head.job_id is None:
                 if head.first_try is not None and now - head.first_try > self.job_timeout:
                     raise TapBackstoryError(
                         f"could not create an export job for window {head.spec} within job_timeout_seconds="
                         f"{self.job_timeout:g}: Backstory kept refusing new jobs (last answer: {head.refusal})"
                     )
-                time.sleep(max(0.05, head.not_before - now))
+                self.clock.sleep(max(0.05, head.not_before - now))
                 continue
             if head.poll.timed_out:
                 raise TapBackstoryError(
@@ -183,7 +182,7 @@ class ExportJobs:
             for slot in ahead:  # also notice the later jobs finishing, which frees slots
                 if slot.alive:
                     self._poll(slot)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if head.state != COMPLETED and now - max(head.poll.started, head.heartbeat_at) >= _heartbeat_seconds():
                 head.heartbeat_at = now
                 self.log.info(
@@ -216,7 +215,7 @@ class ExportJobs:
                 if slot.spec.resume and self._adopt(slot):
                     continue
             slots_full = sum(s.alive for s in ahead) >= self.max_concurrent_jobs
-            if slot.error or slots_full or time.monotonic() < slot.not_before:
+            if slot.error or slots_full or self.clock.monotonic() < slot.not_before:
                 return  # windows get their jobs in order: never skip one
             try:
                 if not self._create(slot):
@@ -229,7 +228,7 @@ class ExportJobs:
     # --- creation, adoption, polling -------------------------------------------------------------------
     def _create(self, slot: _Slot) -> bool:
         """POST a new job; False when Backstory refuses for now (429 / too many jobs: waited out)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if slot.first_try is None:
             slot.first_try = now
         if not slot.requested:
@@ -247,7 +246,8 @@ class ExportJobs:
                 raise
             retry_after = getattr(exc, "retry_after", None)
             slot.create_wait = min(max(slot.create_wait * 1.5, self.poll_interval), slot.poll.cap)
-            wait = retry_after if retry_after is not None else slot.create_wait
+            # The server's Retry-After, capped like a poll wait (as ApiClient caps it) so job_timeout still holds.
+            wait = min(retry_after, slot.poll.cap) if retry_after is not None else slot.create_wait
             slot.not_before = now + wait
             slot.refusal = one_line(exc)
             self.log.info(
@@ -386,12 +386,12 @@ class ExportJobs:
     # --- download --------------------------------------------------------------------------------------
     def _records(self, slot: _Slot) -> t.Iterator[dict]:
         """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted."""
-        job_id, started, rows = str(slot.job_id), time.monotonic(), 0
-        reader = FragmentReader(self.api, self.path, self.fragment_concurrency, self.log)
+        job_id, started, rows = str(slot.job_id), self.clock.monotonic(), 0
+        reader = FragmentReader(self.api, self.path, self.fragment_concurrency, self.log, self.clock)
         for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse, job_id):
             rows += 1
             yield record
-        elapsed = time.monotonic() - started
+        elapsed = self.clock.monotonic() - started
         self.log.info(
             "Window %s: %d rows, %d bytes from job %s in %.1fs (%.0f rows/s)",
             slot.spec,

@@ -7,7 +7,7 @@ The job gives up after `job_timeout_seconds`.
 
 from __future__ import annotations
 
-import time
+from tap_backstory.windows import Clock
 
 MAX_POLL_INTERVAL = 60.0
 POLL_AGE_FRACTION = 0.25
@@ -22,7 +22,8 @@ def next_interval(interval: float, age: float, cap: float) -> float:
 class PollSchedule:
     """Waits between status checks of one job, from when it was created (or adopted) to its time-out."""
 
-    def __init__(self, first_interval: float, timeout: float) -> None:
+    def __init__(self, first_interval: float, timeout: float, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
         self.first_interval = first_interval
         self.cap = max(MAX_POLL_INTERVAL, first_interval)
         self.timeout = timeout
@@ -30,12 +31,12 @@ class PollSchedule:
 
     def restart(self) -> None:
         """A new job: its age counts from now and the waits start short again."""
-        self.started = time.monotonic()
+        self.started = self.clock.monotonic()
         self.interval = self.first_interval
 
     @property
     def age(self) -> float:
-        return time.monotonic() - self.started
+        return self.clock.monotonic() - self.started
 
     @property
     def timed_out(self) -> bool:
@@ -43,5 +44,5 @@ class PollSchedule:
 
     def wait(self) -> None:
         """Sleep the current interval, then grow the next one."""
-        time.sleep(self.interval)
+        self.clock.sleep(self.interval)
         self.interval = next_interval(self.interval, self.age, self.cap)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import typing as t
 from dataclasses import dataclass
 
@@ -16,10 +17,11 @@ TODAY_ENV_VAR = "TAP_BACKSTORY_TODAY"
 
 
 class Clock:
-    """UTC wall clock that tests can move to another day.
+    """UTC wall clock that tests can move to another day, and the one source of elapsed time and waits.
 
     `today()` is the UTC date (or the date in `TAP_BACKSTORY_TODAY`); `now()` is the real UTC time shifted
     by the same number of days, so durations (polling, retention ages) stay real while dates move.
+    `monotonic()` and `sleep()` are the engines' timers: a test's clock advances on `sleep` instead of waiting.
     """
 
     def __init__(self, today: dt.date | None = None) -> None:
@@ -34,6 +36,12 @@ class Clock:
 
     def today(self) -> dt.date:
         return self.now().date()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 def parse_day(value: str, what: str) -> dt.date:

@@ -8,6 +8,7 @@ Prints, one per line and flushed: ``backstory_url=...``, ``contactbased_url=...`
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import signal
 import sys
@@ -29,52 +30,47 @@ def _parser() -> argparse.ArgumentParser:
                     "APIs (under /backstory) and the ContactBased Data APIs (under /contactbased), with "
                     "deterministic data and injectable faults. Admin: GET /_sandbox/stats, GET /_sandbox/events, "
                     "POST /_sandbox/configure, POST /_sandbox/reset-stats.")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default 0 = a free port, printed on start)")
+    p.add_argument("--host", default="127.0.0.1", help="Interface to bind. Default: 127.0.0.1.")
+    p.add_argument("--port", type=int, default=0, help="Port to listen on; 0 picks a free one, printed on start. "
+                   "Default: 0.")
     p.add_argument("--faults", metavar="FILE.json",
-                   help="JSON object of setting/fault overrides applied at start (same names as below)")
-    p.add_argument("--config-out", metavar="FILE", help="write the tap config (URLs + demo credentials) as JSON")
+                   help="JSON object of setting and fault overrides applied at start (the names below).")
+    p.add_argument("--config-out", metavar="FILE", help="Writes the tap config (URLs and demo credentials) as JSON.")
     defaults = SandboxSettings()
     for f in fields(SandboxSettings):
         if f.name == "extra":
             continue
         flag = "--" + f.name.replace("_", "-")
-        doc = _field_doc(f.name)
         default = getattr(defaults, f.name)
+        # Whole sentences: the setting's docstring, then its default.
+        help_text = f"{_field_doc(f.name)} Default: {'the real UTC date' if f.name == 'today' else default}."
         if f.name == "today":
-            p.add_argument(flag, type=date.fromisoformat, help="the sandbox's today, YYYY-MM-DD "
-                           "(default: the real UTC date)")
+            p.add_argument(flag, type=date.fromisoformat, metavar="YYYY-MM-DD", help=help_text)
         elif isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{doc} (default {default})")
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             kind = float if isinstance(default, float) else (int if "int" in str(f.type) else str)
 
             def conv(v: str, k: type = kind) -> Any:
                 return None if v.lower() in ("none", "null") else k(v)
 
-            p.add_argument(flag, type=conv, default=None, metavar=kind.__name__.upper(),
-                           help=f"{doc} (default {default})")
+            p.add_argument(flag, type=conv, default=None, metavar=kind.__name__.upper(), help=help_text)
     return p
 
 
 def _field_doc(name: str) -> str:
+    """The setting's docstring in settings.py, on one line (every setting has one)."""
     import ast
     import inspect
 
     from . import settings as mod
 
-    try:
-        tree = ast.parse(inspect.getsource(mod.SandboxSettings))
-    except (OSError, TypeError):
-        return name
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    for i, node in enumerate(body):
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name:
-            nxt = body[i + 1] if i + 1 < len(body) else None
-            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
-                return str(nxt.value.value).split("\n")[0]
-    return name.replace("_", " ")
+    body = ast.parse(inspect.getsource(mod.SandboxSettings)).body[0].body  # type: ignore[attr-defined]
+    for node, after in itertools.pairwise(body):
+        is_setting = isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name
+        if is_setting and isinstance(after, ast.Expr) and isinstance(getattr(after, "value", None), ast.Constant):
+            return " ".join(str(after.value.value).split())
+    raise ValueError(f"sandbox setting {name} has no docstring")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Backstory (People.ai) bulk API emulation, mounted under ``/backstory``.
 
-Behaviour, with the vendor doc it follows (files in ``shared/api``):
+Behaviour, with the vendor doc it follows (the vendor's API docs, kept outside this repository):
 
 * ``POST /auth/v1/tokens`` (bulk-apis-overview, Authentication): form-encoded ``grant_type=client_credentials``,
   ``client_id``, ``client_secret``; the Content-Type must be ``application/x-www-form-urlencoded``. Returns

@@ -1,4 +1,5 @@
-"""ContactBased Data API emulation, mounted under ``/contactbased`` (doc: ``shared/api/contactbased-data-apis.txt``).
+"""ContactBased Data API emulation, mounted under ``/contactbased`` (doc: the vendor's "ContactBased Data APIs",
+kept outside this repository).
 
 * Auth: ``X-API-Key`` header on every endpoint; wrong or missing → 401 ``{"detail": "Invalid or inactive API key"}``.
   All errors are ``{"detail": "..."}`` (FastAPI style); malformed bodies → 422, never 500.

@@ -37,22 +37,28 @@ class SandboxSettings:
     seed: int = 42
     """Seed of every generator: data is a pure function of (seed, day, index)."""
     today: date | None = None
-    """The sandbox's 'today' (UTC). None = the real UTC date. Drives date validation, retention and windows."""
+    """The sandbox's 'today' (UTC), YYYY-MM-DD; None is the real UTC date. It drives date validation, retention
+    and windows."""
     activities_per_day: int = 20
-    """Activities generated per activity day (email/meeting/call mix)."""
+    """Activities generated per activity day (a mix of emails, meetings and calls)."""
     future_activity_days: int = 0
     """Meetings scheduled ahead: with N > 0, half of the meetings are processed 1..N days *before* their
-    activity day (a meeting booked for next week), so some activities are dated after today. 0 = every
+    activity day (a meeting booked for next week), so some activities are dated after today. With 0, every
     activity is processed 0..3 days after it happened (the default data)."""
     contacts_per_day: int = 10
     """Enriched contacts generated per (last-engaged) day."""
     feed_a_rows_per_day: int = 40
+    """Intent rows generated per day in feed A."""
     feed_b_rows_per_day: int = 25
+    """Intent rows generated per day in feed B."""
     feed_a_row_limit: int | None = 100_000
-    """Export quota of feed A (None = uncapped)."""
+    """Export quota of feed A, in rows (None: uncapped)."""
     feed_b_row_limit: int | None = None
+    """Export quota of feed B, in rows (None: uncapped)."""
     feed_a_lookback_cap: int = 30
+    """The most days a search of feed A may look back."""
     feed_b_lookback_cap: int = 90
+    """The most days a search of feed B may look back."""
     contact_population: int = 1500
     """Distinct people behind intent rows: contact_ids repeat across rows, pages and feeds."""
 
@@ -60,11 +66,11 @@ class SandboxSettings:
     fragments: int = 4
     """Fragments per Backstory export (never more than the number of records, at least 1)."""
     integer_job_ids: bool = False
-    """Serve Backstory job_id as an integer instead of a string."""
+    """Serves Backstory job_id as an integer instead of a string."""
     fragment_count_key: str = "fragments"
     """Key of the fragment count in a job object: 'fragments' (contacts doc) or 'fragment' (activities doc)."""
     fragment_count_is_last_index: bool = False
-    """Read "Count of fragments ... (0-based)" the other way: report the last fragment's number (count - 1)."""
+    """Reads "Count of fragments ... (0-based)" the other way: reports the last fragment's number (count - 1)."""
     contacts_json_style: str = "lines"
     """Enriched contacts JSON output: 'lines' (JSON Lines) or 'array' (one JSON array per file)."""
     fragment_layout: str = "standalone"
@@ -77,24 +83,24 @@ class SandboxSettings:
     body_encoding: str = "utf-8"
     """Character encoding of data bodies: 'utf-8' or 'latin-1' (names such as 'Müller' are then not UTF-8)."""
     extra_activity_fields: bool = False
-    """Add an undeclared top-level key ('sentiment') to every activity."""
+    """Adds an undeclared top-level key ('sentiment') to every activity."""
     extra_row_fields: bool = False
-    """Add an undeclared key ('buying_stage') to every intent export row."""
+    """Adds an undeclared key ('buying_stage') to every intent export row."""
     page_size: int = 1000
     """ContactBased export page size (fixed per export at creation)."""
     page_envelope: str = "rows"
-    """Key holding the rows of an export page: rows | items | data | results."""
+    """Key holding the rows of an export page: rows, items, data or results."""
     export_build_seconds: float = 0.0
     """Newer ContactBased variant: an export builds asynchronously; its summary says `status: "building"`
-    for this many seconds (then `"ready"`) and its pages are refused with 409 until then. 0 = the documented
-    synchronous exports (no `status` key)."""
+    for this many seconds (then `"ready"`) and its pages are refused with 409 until then. With 0, exports are
+    the documented synchronous ones (no `status` key)."""
     feed_cap_key: str = "lookback_days"
     """Key of the lookback cap in `GET /organization/feeds` entries (the docs name no key: e.g.
     `max_lookback_days`); '' = not listed. The server enforces the caps all the same."""
     feed_cap_null: bool = False
     """List every feed's lookback cap as null (enforced all the same)."""
     enrich_batch_limit: int = 1000
-    """Max contact_ids per POST /enrich/contacts/batch (more -> 413)."""
+    """The most contact_ids a POST /enrich/contacts/batch takes (more are answered 413)."""
     enrich_batch_rejects: str = ""
     """The batch body is a guess (`include` is documented only on the single GET): 'include' = the batch
     endpoint answers 422 to a body with `include`; 'body' = it wants its ids under `ids` and answers 400 to any
@@ -106,18 +112,24 @@ class SandboxSettings:
 
     # --- Backstory lifecycle and limits -----------------------------------------------------------------
     token_ttl_seconds: int = 7200
+    """Lifetime of a Backstory access token; an expired one is answered 401."""
     job_queue_seconds: float = 0.2
+    """How long a new Backstory export job stays Queued before it may run."""
     job_run_seconds: float = 0.3
+    """How long a Backstory export job stays Running before it ends."""
     max_running_jobs: int = 2
+    """The most Backstory export jobs Running at once; the others wait Queued."""
     max_alive_jobs: int = 10
+    """The most Backstory export jobs Queued or Running at once; a job created beyond it is answered 429."""
     retention_days: int = 10
+    """Days Backstory keeps a job and its files."""
     refuse_future_end_date: bool = False
-    """Answer a job whose end_date is after today with 400 ``BadRequestException`` (the docs do not say
+    """Answers a job whose end_date is after today with 400 ``BadRequestException`` (the docs do not say
     whether Backstory takes a date range reaching into the future; by default the sandbox takes it)."""
 
     # --- faults -----------------------------------------------------------------------------------------
     error_rate: float = 0.0
-    """Fraction of non-auth, non-admin requests answered 502/503 (seeded RNG, deterministic)."""
+    """Fraction of non-auth, non-admin requests answered 502 or 503 (a seeded, deterministic choice)."""
     fail_jobs: int = 0
     """The next N created jobs end Failed."""
     cancel_jobs: int = 0
@@ -129,13 +141,13 @@ class SandboxSettings:
     slow_seconds: float = 0.0
     """Delay before answering every non-admin request."""
     job_create_answer_seconds: float = 0.0
-    """Delay the answer to a job creation after the job exists: a client that dies meanwhile leaves a job
+    """Delays the answer to a job creation after the job exists: a client that dies meanwhile leaves a job
     it never learned the id of."""
     export_create_answer_seconds: float = 0.0
     """Delay the answer to a ContactBased export creation after the export exists (and its quota is spent): a
     client that dies meanwhile leaves an export it never learned the id of."""
     bandwidth_bytes_per_sec: int = 0
-    """Per-connection cap on Backstory data downloads (0 = unlimited)."""
+    """Per-connection cap on Backstory data downloads, in bytes a second (0: unlimited)."""
     quota_spent_elsewhere: int = 0
     """Rows of every capped feed's export quota that another client spends right after the next
     ``GET /organization/feeds`` answer: the listed numbers are stale by the time the export is created."""
@@ -144,7 +156,7 @@ class SandboxSettings:
     enrich_errors: int = 0
     """The next N enrichment batch requests get 502."""
     corrupt_jsonl: int = 0
-    """Position fault: the Nth activities data response from now (1-based, 0 = off) has its second JSON line
+    """Position fault: the Nth activities data response from now (1-based, 0 is off) has its second JSON line
     cut in half, as a truncated export would."""
     corrupt_csv: int = 0
     """Position fault: the Nth CSV contacts data response from now has ``total_inbound`` = ``12x`` (not a

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -123,10 +122,6 @@ class SandboxState:
         """Sandbox wall clock: the real UTC time of day on the sandbox's 'today'."""
         real = datetime.now(timezone.utc)
         return datetime.combine(self.today(), real.time().replace(microsecond=0), tzinfo=timezone.utc)
-
-    @staticmethod
-    def mono() -> float:
-        return time.monotonic()
 
     def iso_now(self) -> str:
         return self.now().strftime("%Y-%m-%dT%H:%M:%SZ")

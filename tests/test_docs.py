@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,17 @@ def test_meltano_yml_capabilities_and_loaders():
     assert project["default_environment"] == "sandbox"
     for plugin in [*project["plugins"]["extractors"], *project["plugins"]["loaders"]]:
         assert plugin.get("namespace") and plugin.get("pip_url"), plugin["name"]  # Meltano Hub is unreachable
+
+
+def test_every_file_the_docs_name_is_in_this_repository():
+    """A repository path or a Markdown file named in README.md or docs/*.md exists (none points outside);
+    a run's output folder that git ignores counts as in the repository."""
+    ignored = {line.rstrip("/") for line in (ROOT / ".gitignore").read_text().splitlines()}
+    repo_path = re.compile(r"\b(?:tap_backstory\w*|tests|docs|scripts|benchmarks)/[\w./-]*\w|\b[\w-]+\.md\b")
+    missing = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for name in set(repo_path.findall(doc.read_text())):
+            places = (ROOT / folder / name for folder in ("", "docs", "tap_backstory"))
+            if name not in ignored and not any(place.exists() for place in places):
+                missing.append(f"{doc.name}: {name}")
+    assert missing == []

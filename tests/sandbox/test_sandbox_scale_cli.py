@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -78,3 +79,15 @@ def test_cli_help_documents_flags():
     for flag in ("--port", "--host", "--today", "--activities-per-day", "--faults", "--config-out", "--error-rate",
                  "--drop-fragment", "--burst-429", "--token-ttl-seconds", "--bandwidth-bytes-per-sec"):
         assert flag in out
+
+
+def test_every_cli_help_text_is_whole_sentences_naming_its_default():
+    from tap_backstory_sandbox.__main__ import _parser
+
+    settings = {action.dest: action.help for action in _parser()._actions if action.dest not in ("help",)}
+    assert len(settings) > 40  # one option per sandbox setting, and the CLI's own
+    for name, text in settings.items():
+        assert text[0].isupper() and text.endswith("."), f"--{name}: {text!r}"
+    for field in dataclasses.fields(SandboxSettings):
+        if field.name != "extra":
+            assert " Default: " in settings[field.name], field.name
