@@ -1,55 +1,30 @@
-"""Helpers of the Backstory export end-to-end tests: an in-process sandbox, tap configs, expectations."""
+"""Expectations of the Backstory export end-to-end tests, and their sandbox and config presets."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import functools
 import itertools
-import typing as t
 
-from tap_backstory_sandbox import Sandbox, SandboxSettings
+from tap_backstory_sandbox import Sandbox
 from tap_backstory_sandbox.data import expected_activity_uids
-from tests.tap_runner import TapRun, run_tap
+from tests import conftest, tap_runner
+from tests.conftest import TODAY
 
-TODAY = dt.date(2026, 3, 1)
 D = dt.date.fromisoformat
-KEYS = {
-    "activities": ("activity_client_id", "activity_client_secret"),
-    "enriched_contacts": ("object_client_id", "object_client_secret"),
-}
-
-
-@contextlib.contextmanager
-def sandbox(**overrides: t.Any) -> t.Iterator[Sandbox]:
-    """A sandbox with tiny job durations, so a job takes well under a second."""
-    base = {
-        "today": TODAY,
-        "activities_per_day": 20,
-        "contacts_per_day": 10,
-        "fragments": 4,
-        "job_queue_seconds": 0.1,
-        "job_run_seconds": 0.2,
-    }
-    with Sandbox(SandboxSettings(**{**base, **overrides})) as sb:
-        yield sb
-
-
-def tap_config(sb: Sandbox, stream: str, **overrides: t.Any) -> dict:
-    """Config enabling only `stream` (its key pair), polling fast."""
-    config = {key: value for key, value in sb.tap_config().items() if key.endswith("_url")}
-    for key in KEYS[stream]:
-        config[key] = sb.tap_config()[key]
-    config.update(start_date="2026-01-01", job_poll_interval_seconds=0.1)
-    config.update(overrides)
-    return config
-
-
-def run(sb: Sandbox, config: dict, state: dict | None = None) -> TapRun:
-    """Run the tap with its clock on the sandbox's today."""
-    today = sb.settings.current_day().isoformat()
-    result = run_tap(config, state=state, env={"TAP_BACKSTORY_TODAY": today}, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+# Small data and tiny job durations, so a job takes well under a second.
+sandbox = functools.partial(
+    conftest.sandbox,
+    activities_per_day=20,
+    contacts_per_day=10,
+    fragments=4,
+    job_queue_seconds=0.1,
+    job_run_seconds=0.2,
+)
+# Polling fast; `tap_config(sb, stream)` enables only that stream.
+tap_config = functools.partial(tap_runner.tap_config, start_date="2026-01-01", job_poll_interval_seconds=0.1)
+# A run that must succeed.
+run = functools.partial(tap_runner.run, check=True)
 
 
 def windows(sb: Sandbox, stream: str = "activities") -> list[dict]:

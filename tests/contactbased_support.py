@@ -1,45 +1,24 @@
-"""Shared by the ContactBased end-to-end tests: a small in-process sandbox, tap config and expectations."""
+"""Expectations of the ContactBased end-to-end tests, and their sandbox and config presets."""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 from collections import Counter
 from datetime import date, timedelta
 
-from tap_backstory_sandbox import DEMO_CREDENTIALS, FEED_A_ID, FEED_B_ID, Sandbox, SandboxSettings, data
-from tests.tap_runner import TapRun, run_tap, run_until
+from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID, Sandbox, data
+from tests import conftest, tap_runner
 
-TODAY = date(2026, 3, 1)
 FEEDS = (FEED_A_ID, FEED_B_ID)
 INTENT = "intent_feed_exports"
 ENRICHED = "enriched_contact_records"
-
-
-@contextlib.contextmanager
-def sandbox(**overrides):
-    """Small, fast data: feed A 40 rows/day, feed B 25 rows/day, 25-row pages."""
-    settings = {"today": TODAY, "page_size": 25, **overrides}
-    with Sandbox(SandboxSettings(**settings)) as sb:
-        yield sb
+# Small, fast data: feed A 40 rows/day, feed B 25 rows/day, 25-row pages.
+sandbox = functools.partial(conftest.sandbox, page_size=25)
 
 
 def tap_config(sb: Sandbox, **settings) -> dict:
     """Only the ContactBased key: the two ContactBased streams are the only ones discovered."""
-    return {
-        "contactbased_api_url": sb.contactbased_url,
-        "contactbased_api_key": DEMO_CREDENTIALS["contactbased_api_key"],
-        "intent_lookback_days": 3,
-        **settings,
-    }
-
-
-def today_env(sb: Sandbox) -> dict:
-    """The tap's clock follows the sandbox's day."""
-    return {"TAP_BACKSTORY_TODAY": sb.settings.current_day().isoformat()}
-
-
-def run(sb: Sandbox, config: dict, state: dict | None = None, catalog: dict | None = None) -> TapRun:
-    return run_tap(config, state=state, catalog=catalog, env=today_env(sb), timeout=120)
+    return tap_runner.tap_config(sb, INTENT, ENRICHED, **{"intent_lookback_days": 3, **settings})
 
 
 def window(sb: Sandbox, lookback: int) -> tuple[date, date]:
@@ -72,8 +51,8 @@ def run_until_state(sb: Sandbox, config: dict, predicate) -> tuple[list[dict], d
     """Start the tap, read its stdout until a STATE satisfies `predicate`, then SIGKILL it.
 
     Returns the RECORD messages read before that STATE, and that STATE (what a target would have committed)."""
-    killed = run_until(
-        config, lambda message, _: message["type"] == "STATE" and predicate(message["value"]), env=today_env(sb)
+    killed = tap_runner.run_until(
+        sb, config, lambda message, _: message["type"] == "STATE" and predicate(message["value"])
     )
     return [m for m in killed.messages if m["type"] == "RECORD"], killed.final_state
 

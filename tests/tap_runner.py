@@ -8,11 +8,21 @@ import signal
 import subprocess
 import sys
 import tempfile
+import typing as t
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tap_backstory_sandbox import Sandbox
+
 TAP_EXE = str(Path(sys.executable).with_name("tap-backstory"))
+# The settings that hold each stream's credentials (the base URLs are always given).
+CREDENTIALS = {
+    "activities": ("activity_client_id", "activity_client_secret"),
+    "enriched_contacts": ("object_client_id", "object_client_secret"),
+    "intent_feed_exports": ("contactbased_api_key",),
+    "enriched_contact_records": ("contactbased_api_key",),
+}
 
 
 def tap_env(env: dict | None) -> dict:
@@ -70,14 +80,51 @@ def run_tap(
     return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
 
 
+def tap_config(sb: Sandbox, *streams: str, **overrides: t.Any) -> dict:
+    """A config for `sb`: both base URLs, the credentials of `streams` only (of all streams if none is named, so
+    only those are discovered), then `overrides`."""
+    every = sb.tap_config()
+    keys = {key for stream in streams or CREDENTIALS for key in CREDENTIALS[stream]}
+    return {
+        "api_url": every["api_url"],
+        "contactbased_api_url": every["contactbased_api_url"],
+        **{key: every[key] for key in sorted(keys)},
+        **overrides,
+    }
+
+
+def today_env(sb: Sandbox, env: dict | None = None) -> dict:
+    """The tap's clock on the sandbox's day (what TAP_BACKSTORY_TODAY sets), then `env`."""
+    return {"TAP_BACKSTORY_TODAY": sb.settings.current_day().isoformat(), **(env or {})}
+
+
+def run(
+    sb: Sandbox,
+    config: dict,
+    *args: str,
+    state: dict | None = None,
+    catalog: dict | None = None,
+    env: dict | None = None,
+    timeout: float = 120,
+    check: bool = False,
+) -> TapRun:
+    """`run_tap` against `sb` with the tap's clock on its day; `check` asserts the run succeeded."""
+    result = run_tap(config, *args, state=state, catalog=catalog, env=today_env(sb, env), timeout=timeout)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def run_until(
+    sb: Sandbox,
     config: dict,
     stop: Callable[[dict, list[dict]], bool],
     *,
     state: dict | None = None,
     env: dict | None = None,
 ) -> TapRun:
-    """Start the tap, read its messages until `stop(message, messages so far)` holds, then SIGKILL it.
+    """Start the tap with its clock on the sandbox's day, read its messages until `stop(message, messages so far)`
+    holds, then SIGKILL it.
 
     The TapRun holds what was read up to and including that message (what a target would have received),
     the raw stdout of those lines and everything the tap wrote to stderr."""
@@ -87,7 +134,9 @@ def run_until(
             argv += ["--state", _write(tmp, "state.json", state)]
         stderr_path = Path(tmp, "stderr.txt")
         with open(stderr_path, "w") as stderr:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=tap_env(env))
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=tap_env(today_env(sb, env))
+            )
         lines: list[str] = []
         messages: list[dict] = []
         try:

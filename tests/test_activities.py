@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tap_backstory_sandbox import Sandbox
 from tap_backstory_sandbox.data import expected_activity_uids
 from tests.backstory_support import (
-    TODAY,
     D,
     assert_contiguous,
     expected_uids,
@@ -20,7 +20,8 @@ from tests.backstory_support import (
     tap_config,
     windows,
 )
-from tests.tap_runner import run_tap, run_until
+from tests.conftest import TODAY
+from tests.tap_runner import run_until
 
 
 def uids_of(result) -> list[str]:
@@ -102,9 +103,7 @@ def test_dropped_fragments_and_429_bursts_lose_and_duplicate_nothing():
 def test_a_window_failing_every_time_stops_the_run_naming_the_job_and_keeps_the_bookmark():
     with sandbox(fail_jobs=3) as sb:
         state = {"bookmarks": {"activities": {"bookmark": "2026-02-20"}}}
-        result = run_tap(
-            tap_config(sb, "activities"), state=state, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()}, timeout=60
-        )
+        result = run(sb, tap_config(sb, "activities"), state=state, timeout=60, check=False)
         last_job = windows(sb)[-1]
         assert result.returncode != 0
         # An interrupted backfill: its last window runs its full 365 days, past today.
@@ -117,7 +116,7 @@ def test_a_window_failing_every_time_stops_the_run_naming_the_job_and_keeps_the_
 def test_a_job_that_never_completes_times_out_naming_the_job_and_the_setting():
     with sandbox(job_run_seconds=60) as sb:
         config = tap_config(sb, "activities", start_date="2026-02-20", job_timeout_seconds=1)
-        result = run_tap(config, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()}, timeout=60)
+        result = run(sb, config, timeout=60, check=False)
         job_id = windows(sb)[0]["job_id"]
         assert result.returncode != 0
         assert f"export job {job_id} for window 2026-02-20..2027-02-19" in result.error_line  # stretched past today
@@ -127,7 +126,7 @@ def test_a_job_that_never_completes_times_out_naming_the_job_and_the_setting():
 def test_a_run_killed_after_its_first_window_resumes_with_the_jobs_in_state():
     with sandbox(job_run_seconds=0.4) as sb:
         config = tap_config(sb, "activities", snapshot_window_days=15)
-        killed_state, first_uids = _run_until_first_bookmark(config)
+        killed_state, first_uids = _run_until_first_bookmark(sb, config)
         resumed_state = stream_state(killed_state, "activities")
         assert resumed_state["bookmark"] == "2026-01-15"
         pending_ids = {entry["job_id"] for entry in resumed_state["pending_jobs"]}
@@ -153,13 +152,13 @@ def _final_windows(job_windows: list[dict]) -> list[dict]:
     return list({(w["start_date"], w["end_date"]): w for w in job_windows}.values())
 
 
-def _run_until_first_bookmark(config: dict) -> tuple[dict, list[str]]:
+def _run_until_first_bookmark(sb: Sandbox, config: dict) -> tuple[dict, list[str]]:
     """Run the tap, SIGKILL it as soon as it emits a STATE with a bookmark; (that state, uids read so far)."""
 
     def first_bookmark(message: dict, _: list[dict]) -> bool:
         return message["type"] == "STATE" and bool(stream_state(message["value"], "activities").get("bookmark"))
 
-    killed = run_until(config, first_bookmark, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()})
+    killed = run_until(sb, config, first_bookmark)
     return killed.final_state, [record["uid"] for record in killed.records("activities")]
 
 
@@ -214,7 +213,7 @@ def test_a_catalog_asking_for_incremental_replication_still_syncs():
     }
     with sandbox() as sb:
         config = tap_config(sb, "activities", start_date="2026-02-25")
-        result = run_tap(config, catalog=catalog, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()}, timeout=60)
+        result = run(sb, config, catalog=catalog, timeout=60, check=False)
         assert result.returncode == 0, result.error_line
         assert {r["uid"] for r in result.records("activities")} == expected_uids(sb, windows(sb))
         assert stream_state(result.final_state, "activities")["bookmark"] == "2026-02-28"
@@ -226,7 +225,7 @@ def test_a_refused_later_window_still_lets_the_earlier_windows_out_first():
     with sandbox(refuse_future_end_date=True) as sb:
         config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=7)
         tomorrow = (TODAY + dt.timedelta(days=1)).isoformat()  # the tap's clock runs one day ahead
-        result = run_tap(config, env={"TAP_BACKSTORY_TODAY": tomorrow}, timeout=60)
+        result = run(sb, config, env={"TAP_BACKSTORY_TODAY": tomorrow}, timeout=60, check=False)
         assert result.returncode == 1
         assert "answered 400" in result.error_line and "/pull/v1/export/activities/jobs" in result.error_line
         emitted = windows(sb)
@@ -367,7 +366,7 @@ def test_a_backfill_killed_after_its_future_window_job_was_made_resumes_it_the_n
             ] == "STATE" else []
             return any(entry["window_end"] == "2026-03-11" and entry["job_id"] for entry in pending)
 
-        killed = run_until(config, last_window_job_saved, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()})
+        killed = run_until(sb, config, last_window_job_saved)
         made = windows(sb)
         sb.set_today(TODAY + dt.timedelta(days=1))
         sb.reset_stats()
@@ -388,7 +387,7 @@ def test_a_run_killed_after_falling_back_resumes_the_fallback_job_without_asking
             ] == "STATE" else []
             return any(entry["window_end"] == "2026-03-01" and entry["job_id"] for entry in pending)
 
-        killed = run_until(config, fallback_job_saved, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()})
+        killed = run_until(sb, config, fallback_job_saved)
         made = windows(sb)
         sb.reset_stats()
         resumed = run(sb, config, state=killed.final_state)

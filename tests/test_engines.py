@@ -17,7 +17,7 @@ from tap_backstory.client import TapBackstoryError
 from tap_backstory.intent import ContactBasedOptions, ContactEnricher, IntentFeeds
 from tap_backstory.jobs import ORPHAN_CLOCK_SKEW, ExportJobs, JobSpec
 from tap_backstory.windows import RETENTION, PendingJob, Window
-from tests.backstory_support import TODAY
+from tests.conftest import TODAY
 from tests.fake_vendors import FakeBackstory, FakeClock, FakeContactBased, error, json_lines
 
 LOG = logging.getLogger("test-engines")

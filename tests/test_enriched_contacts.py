@@ -11,7 +11,8 @@ import pytest
 from tap_backstory.formats import DataError, RecordShaper, read_csv_records, read_json_records
 from tap_backstory.schemas import __path__ as schema_dirs
 from tap_backstory_sandbox.data import expected_contact_emails
-from tests.backstory_support import TODAY, D, run, sandbox, stream_state, tap_config, windows
+from tests.backstory_support import D, run, sandbox, stream_state, tap_config, windows
+from tests.conftest import TODAY
 
 START = "2026-02-01"
 DEFAULT_FILTERS = {"include_historical": True, "include_existing": True, "is_sourced_by_people_ai": False}

@@ -24,11 +24,10 @@ from tests.contactbased_support import (
     expected_rows,
     malformed_contact_ids,
     row_keys,
-    run,
     sandbox,
     tap_config,
 )
-from tests.tap_runner import TAP_EXE
+from tests.tap_runner import TAP_EXE, run
 
 
 def discover(config: dict) -> dict:

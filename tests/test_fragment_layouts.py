@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from tap_backstory_sandbox.data import expected_contact_emails
-from tests.backstory_support import TODAY, D, expected_uids, run, sandbox, stream_state, tap_config, windows
-from tests.tap_runner import run_tap
+from tests.backstory_support import D, expected_uids, run, sandbox, stream_state, tap_config, windows
+from tests.conftest import TODAY
 
 START = "2026-02-01"
 DEFAULT_FILTERS = {"include_historical": True, "include_existing": True, "is_sourced_by_people_ai": False}
@@ -44,7 +44,7 @@ def test_enriched_contacts_whatever_the_fragment_layout(layout, output_format, j
 def test_a_latin_1_body_fails_in_one_line_drops_its_job_and_the_next_run_makes_a_new_one():
     with sandbox(body_encoding="latin-1") as sb:
         config = tap_config(sb, "activities", start_date=START)
-        failed = run_tap(config, env={"TAP_BACKSTORY_TODAY": TODAY.isoformat()}, timeout=120)
+        failed = run(sb, config, check=False)
         bad_job = windows(sb)[0]["job_id"]
         assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-2000:]
         errors = [line for line in failed.stderr.splitlines() if line.startswith("tap-backstory: error:")]

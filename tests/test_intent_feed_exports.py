@@ -20,12 +20,12 @@ from tests.contactbased_support import (
     expected_rows,
     feed_flight,
     row_keys,
-    run,
     run_until_state,
     sandbox,
     tap_config,
     window,
 )
+from tests.tap_runner import run
 
 
 def assert_complete_export(records: list[dict], total_rows: int, page_size: int) -> None:

@@ -17,13 +17,10 @@ from tap_backstory.names import STREAM_ORDER
 from tap_backstory_sandbox import FEED_B_ID
 from tests import backstory_support as backstory
 from tests import contactbased_support as contactbased
-from tests.tap_runner import TAP_EXE, run_tap
+from tests.conftest import TODAY
+from tests.tap_runner import TAP_EXE, run, run_tap
 
-TODAY_ENV = {"TAP_BACKSTORY_TODAY": backstory.TODAY.isoformat()}
-
-
-def full_config(sb) -> dict:
-    return {**sb.tap_config(), "start_date": "2026-01-01", "job_poll_interval_seconds": 0.1}
+TODAY_ENV = {"TAP_BACKSTORY_TODAY": TODAY.isoformat()}  # for the runs without a sandbox
 
 
 def assert_nothing_spent(sb) -> None:
@@ -35,7 +32,7 @@ def assert_nothing_spent(sb) -> None:
 
 def test_connection_test_proves_every_key_and_creates_no_job_and_spends_no_quota():
     with backstory.sandbox() as sb:
-        result = run_tap(full_config(sb), "--test", env=TODAY_ENV, timeout=60)
+        result = run(sb, backstory.tap_config(sb), "--test", timeout=60)
         assert result.returncode == 0, result.stderr[-2000:]
         assert_nothing_spent(sb)
         assert sb.stats()["token_requests"] == {"activity": 1, "object": 1}
@@ -74,7 +71,7 @@ def meltano_config_test(config: dict) -> tuple[int, list[str]]:
 
 def test_meltano_config_test_gets_its_record_from_the_connection_test_and_spends_nothing():
     with backstory.sandbox() as sb:
-        returncode, lines = meltano_config_test(full_config(sb))
+        returncode, lines = meltano_config_test(backstory.tap_config(sb))
         time.sleep(0.5)  # a sync would have gone on until terminated: let it show in the stats
         assert_nothing_spent(sb)
     assert returncode in (0, -15), lines[-5:]
@@ -92,8 +89,8 @@ def test_meltano_config_test_gets_its_record_from_the_connection_test_and_spends
 )
 def test_connection_test_fails_with_bad_credentials_naming_the_key(change, named):
     with backstory.sandbox() as sb:
-        config = {**full_config(sb), **change}
-        result = run_tap(config, "--test", env=TODAY_ENV, timeout=60)
+        config = backstory.tap_config(sb, **change)
+        result = run(sb, config, "--test", timeout=60)
         meltano_returncode, meltano_lines = meltano_config_test(config)
         assert_nothing_spent(sb)
     assert result.returncode == 1
@@ -131,7 +128,7 @@ def test_an_unreachable_api_fails_within_40s_naming_the_url_setting(setting):
 def test_a_waiting_job_logs_a_heartbeat_and_each_window_says_k_of_n():
     with backstory.sandbox(job_queue_seconds=0.1, job_run_seconds=1.5) as sb:
         config = backstory.tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=10)
-        result = run_tap(config, env={**TODAY_ENV, "TAP_BACKSTORY_HEARTBEAT_SECONDS": "0.3"}, timeout=120)
+        result = run(sb, config, env={"TAP_BACKSTORY_HEARTBEAT_SECONDS": "0.3"})
         assert result.returncode == 0, result.stderr[-2000:]
         jobs = backstory.windows(sb)
         total_requests = sb.stats()["requests_total"]
@@ -156,7 +153,7 @@ def test_a_waiting_job_logs_a_heartbeat_and_each_window_says_k_of_n():
 def test_intent_logs_say_no_cap_and_one_day():
     with contactbased.sandbox() as sb:
         config = contactbased.tap_config(sb, intent_feed_ids=[FEED_B_ID], intent_lookback_days=1)
-        result = contactbased.run(sb, config)
+        result = run(sb, config)
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"\(1 day\): \d+ rows found, \d+ with a contact_id; export quota remaining: no cap",
                      result.stderr), result.stderr[-2000:]

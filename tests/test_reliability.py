@@ -8,7 +8,6 @@ client secrets, the API key and every token the sandboxes issued.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -18,16 +17,15 @@ import tempfile
 import time
 import typing as t
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from tap_backstory_sandbox import DEMO_CREDENTIALS, FEED_A_ID, FEED_B_ID, Sandbox, SandboxSettings
+from tap_backstory_sandbox import DEMO_CREDENTIALS, FEED_A_ID, FEED_B_ID, Sandbox
 from tap_backstory_sandbox import data as sandbox_data
-from tests import tap_runner
-from tests.tap_runner import TAP_EXE, TapRun, run_tap
+from tests import conftest, tap_runner
+from tests.conftest import TODAY
+from tests.tap_runner import TAP_EXE, TapRun
 
-TODAY = dt.date(2026, 3, 1)
 START = dt.date(2026, 2, 1)
 END = dt.date(2026, 2, 28)  # before today: a resumed run has no "today" window to re-read (see docs/state.md)
 LOOKBACK = 2
@@ -35,7 +33,6 @@ STREAMS = ("activities", "enriched_contacts", "intent_feed_exports", "enriched_c
 SECRET_KEYS = ("activity_client_secret", "object_client_secret", "contactbased_api_key")
 WRONG_SECRET = "wrong-secret-value-0f9e8d7c6b"
 SANDBOX = {
-    "today": TODAY,
     "activities_per_day": 10,
     "contacts_per_day": 5,
     "fragments": 3,
@@ -49,39 +46,34 @@ SEEN_TEXT: list[str] = []
 ISSUED_TOKENS: set[str] = set()
 
 
-@contextlib.contextmanager
-def sandbox(**overrides: t.Any) -> t.Iterator[Sandbox]:
-    with Sandbox(SandboxSettings(**{**SANDBOX, **overrides})) as sb:
-        try:
-            yield sb
-        finally:
-            ISSUED_TOKENS.update(sb.stats()["issued_tokens"])
+def collect_issued_tokens(sb: Sandbox) -> None:
+    ISSUED_TOKENS.update(sb.stats()["issued_tokens"])
+
+
+def sandbox(**overrides: t.Any) -> t.ContextManager[Sandbox]:
+    return conftest.sandbox(on_close=collect_issued_tokens, **{**SANDBOX, **overrides})
 
 
 def tap_config(sb: Sandbox, **overrides: t.Any) -> dict:
     """All four streams: both Backstory key pairs and the ContactBased key."""
-    return {
-        **sb.tap_config(),
-        "start_date": START.isoformat(),
-        "end_date": END.isoformat(),
-        "snapshot_window_days": 10,
-        "job_poll_interval_seconds": 0.1,
-        "intent_lookback_days": LOOKBACK,
-        "enrichment_batch_size": 40,
-        **overrides,
-    }
+    return tap_runner.tap_config(
+        sb,
+        **{
+            "start_date": START.isoformat(),
+            "end_date": END.isoformat(),
+            "snapshot_window_days": 10,
+            "job_poll_interval_seconds": 0.1,
+            "intent_lookback_days": LOOKBACK,
+            "enrichment_batch_size": 40,
+            **overrides,
+        },
+    )
 
 
 def run(
     sb: Sandbox, config: dict, *, state: dict | None = None, catalog: dict | None = None, env: dict | None = None
 ) -> TapRun:
-    result = run_tap(
-        config,
-        state=state,
-        catalog=catalog,
-        env={"TAP_BACKSTORY_TODAY": sb.settings.current_day().isoformat(), **(env or {})},
-        timeout=180,
-    )
+    result = tap_runner.run(sb, config, state=state, catalog=catalog, env=env, timeout=180)
     SEEN_TEXT.extend([result.stdout, result.stderr, json.dumps(state)])
     return result
 
@@ -97,18 +89,10 @@ def run_until(
     """Start the tap and SIGKILL it once `stop(message, messages so far)` holds.
 
     Returns every message read before the kill and the last STATE among them (what a target committed)."""
-    killed = tap_runner.run_until(
-        config, stop, state=state, env={"TAP_BACKSTORY_TODAY": sb.settings.current_day().isoformat(), **(env or {})}
-    )
+    killed = tap_runner.run_until(sb, config, stop, state=state, env=env)
     SEEN_TEXT.extend([killed.stdout, killed.stderr])
     assert killed.states, "no STATE before the kill"
     return killed.messages, killed.final_state
-
-
-def _write(folder: str, name: str, payload: t.Any) -> str:
-    path = Path(folder, name)
-    path.write_text(json.dumps(payload))
-    return str(path)
 
 
 # --- record sets ----------------------------------------------------------------------------------------------
@@ -553,7 +537,7 @@ def test_a_malformed_state_json_fails_in_one_line(tmp_path):
             capture_output=True,
             text=True,
             check=False,
-            env={**os.environ, "TAP_BACKSTORY_TODAY": TODAY.isoformat()},
+            env={**os.environ, **tap_runner.today_env(sb)},
         )
         SEEN_TEXT.extend([proc.stdout, proc.stderr])
         assert_one_line_failure(TapRun(proc.returncode, proc.stdout, proc.stderr), "JSON input file")

@@ -14,9 +14,9 @@ from tap_backstory.windows import (
     out_of_reach,
     plan_windows,
 )
+from tests.conftest import TODAY
 
 D = dt.date.fromisoformat
-TODAY = D("2026-03-01")
 
 
 def plan(

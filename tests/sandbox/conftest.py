@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from datetime import date
 
 import pytest
 import requests
 
-from tap_backstory_sandbox import DEMO_CREDENTIALS, Sandbox, SandboxSettings
+from tap_backstory_sandbox import DEMO_CREDENTIALS, Sandbox
+from tests import conftest
 
-TODAY = date(2026, 3, 1)
-
-
-def fast_settings(**overrides) -> SandboxSettings:
-    base = {"today": TODAY, "job_queue_seconds": 0.02, "job_run_seconds": 0.02}
-    base.update(overrides)
-    return SandboxSettings(**base)
+# A job lifecycle of a few hundredths of a second.
+fast_sandbox = functools.partial(conftest.sandbox, job_queue_seconds=0.02, job_run_seconds=0.02)
 
 
 @pytest.fixture
 def sb():
-    with Sandbox(fast_settings()) as sandbox:
+    with fast_sandbox() as sandbox:
         yield sandbox
 
 

@@ -14,8 +14,9 @@ import requests
 
 from tap_backstory_sandbox import DEMO_CREDENTIALS, Sandbox
 from tap_backstory_sandbox.data import CONTACT_FIELDS, expected_activity_uids, expected_contact_emails
+from tests.conftest import TODAY
 
-from .conftest import TODAY, create_job, data_url, fast_settings, token, wait_job
+from .conftest import create_job, data_url, fast_sandbox, token, wait_job
 
 
 # --- auth ------------------------------------------------------------------------------------------------
@@ -50,7 +51,7 @@ def test_tokens_are_typed(sb):
 
 
 def test_token_expiry():
-    with Sandbox(fast_settings(token_ttl_seconds=1)) as sb:
+    with fast_sandbox(token_ttl_seconds=1) as sb:
         h = token(sb)
         assert requests.get(sb.backstory_url + "/pull/v1/export/activities/jobs", headers=h).status_code == 200
         time.sleep(1.1)
@@ -119,7 +120,7 @@ def test_job_object_and_lifecycle(sb):
 
 
 def test_integer_job_ids_and_fragment_key():
-    with Sandbox(fast_settings(integer_job_ids=True, fragment_count_key="fragment")) as sb:
+    with fast_sandbox(integer_job_ids=True, fragment_count_key="fragment") as sb:
         h = token(sb)
         job = create_job(sb, h).json()
         assert isinstance(job["job_id"], int)
@@ -128,7 +129,7 @@ def test_integer_job_ids_and_fragment_key():
 
 
 def test_two_running_ten_alive_limits():
-    with Sandbox(fast_settings(job_queue_seconds=0.05, job_run_seconds=0.6)) as sb:
+    with fast_sandbox(job_queue_seconds=0.05, job_run_seconds=0.6) as sb:
         h = token(sb)
         ids = [create_job(sb, h).json()["job_id"] for _ in range(10)]
         r = create_job(sb, h)
@@ -224,7 +225,7 @@ def test_snapshot_vs_delta_selection(sb):
 
 
 def test_future_dated_meetings_are_in_a_snapshot_by_activity_day_and_in_a_delta_by_processing_day():
-    with Sandbox(fast_settings(future_activity_days=10)) as sb:
+    with fast_sandbox(future_activity_days=10) as sb:
         h = token(sb)
         ahead = expected_activity_uids(sb.settings, date(2026, 3, 2), date(2026, 3, 20), "snapshot")
         assert ahead and all(uid.startswith("ACT-202603") for uid in ahead)  # dated after today, processed
@@ -241,12 +242,12 @@ def test_future_dated_meetings_are_in_a_snapshot_by_activity_day_and_in_a_delta_
         delta = {json.loads(x)["uid"] for x in requests.get(data_url(sb, job["job_id"]), headers=h).text.splitlines()}
         assert delta == expected_activity_uids(sb.settings, start, TODAY, "delta") and ahead < delta
     # Off (the default): the data is unchanged, nothing is dated after today.
-    with Sandbox(fast_settings()) as sb:
+    with fast_sandbox() as sb:
         assert not expected_activity_uids(sb.settings, date(2026, 3, 2), date(2026, 3, 20), "snapshot")
 
 
 def test_an_end_date_after_today_is_taken_unless_refused():
-    with Sandbox(fast_settings(refuse_future_end_date=True)) as sb:
+    with fast_sandbox(refuse_future_end_date=True) as sb:
         h = token(sb)
         for stream in ("activities", "contacts"):
             r = create_job(sb, token(sb, "object") if stream == "contacts" else h, stream, end_date="2026-03-02")
@@ -254,7 +255,7 @@ def test_an_end_date_after_today_is_taken_unless_refused():
             assert r.json() == {"error": "BadRequestException",
                                 "message": "Invalid date range: dates must not be after today (2026-03-01)"}
         assert create_job(sb, h, end_date="2026-03-01").status_code == 200
-    with Sandbox(fast_settings()) as sb:
+    with fast_sandbox() as sb:
         assert create_job(sb, token(sb), end_date="2026-03-02").status_code == 200
 
 
@@ -329,7 +330,7 @@ def _bodies(sb: Sandbox, stream: str, **body) -> tuple[bytes, list[bytes]]:
 
 @pytest.mark.parametrize("gzip_bodies", [False, True])
 def test_byte_range_fragments_are_slices_of_one_file(gzip_bodies):
-    with Sandbox(fast_settings(fragment_layout="byte_range", gzip_bodies=gzip_bodies)) as sb:
+    with fast_sandbox(fragment_layout="byte_range", gzip_bodies=gzip_bodies) as sb:
         whole, parts = _bodies(sb, "contacts", output_format="CSV", start_date="2026-01-01")
         assert len(parts) == 4 and b"".join(parts) == whole
         sb.configure(fragment_layout="standalone", gzip_bodies=False)
@@ -345,7 +346,7 @@ def test_byte_range_fragments_are_slices_of_one_file(gzip_bodies):
 
 
 def test_gzip_standalone_fragments_are_each_a_gzip_file():
-    with Sandbox(fast_settings(gzip_bodies=True)) as sb:
+    with fast_sandbox(gzip_bodies=True) as sb:
         whole, parts = _bodies(sb, "activities")
         sb.configure(gzip_bodies=False)
         plain, plain_parts = _bodies(sb, "activities")
@@ -354,7 +355,7 @@ def test_gzip_standalone_fragments_are_each_a_gzip_file():
 
 
 def test_latin_1_bodies_are_not_utf_8():
-    with Sandbox(fast_settings(body_encoding="latin-1")) as sb:
+    with fast_sandbox(body_encoding="latin-1") as sb:
         whole, _ = _bodies(sb, "contacts", output_format="JSON", start_date="2026-01-01")
     assert "Müller".encode("latin-1") in whole
     with pytest.raises(UnicodeDecodeError):

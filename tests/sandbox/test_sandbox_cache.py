@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 
 from tap_backstory_sandbox import Sandbox
-from tests.sandbox.conftest import create_job, data_url, fast_settings, token, wait_job
+from tests.sandbox.conftest import create_job, data_url, fast_sandbox, token, wait_job
 
 
 def _download_all(sb: Sandbox, stream: str = "activities", **body) -> tuple[dict, list[bytes]]:
@@ -26,10 +26,10 @@ def _download_all(sb: Sandbox, stream: str = "activities", **body) -> tuple[dict
 
 
 def test_cached_bodies_equal_rendered_bodies_and_are_reused(tmp_path):
-    with Sandbox(fast_settings(activities_per_day=50, fragments=4)) as plain:
+    with fast_sandbox(activities_per_day=50, fragments=4) as plain:
         _, expected = _download_all(plain)
     cache = tmp_path / "cache"
-    with Sandbox(fast_settings(activities_per_day=50, fragments=4, cache_exports_dir=str(cache))) as sb:
+    with fast_sandbox(activities_per_day=50, fragments=4, cache_exports_dir=str(cache)) as sb:
         job, first = _download_all(sb)
         files = sorted(cache.iterdir())
         assert len(files) == 5  # four fragments and the stitched body
@@ -43,7 +43,7 @@ def test_cached_bodies_equal_rendered_bodies_and_are_reused(tmp_path):
 
 def test_cache_key_follows_the_data_settings(tmp_path):
     cache = str(tmp_path)
-    with Sandbox(fast_settings(activities_per_day=10, fragments=1, cache_exports_dir=cache)) as sb:
+    with fast_sandbox(activities_per_day=10, fragments=1, cache_exports_dir=cache) as sb:
         _, small = _download_all(sb)
         sb.configure(activities_per_day=20)
         _, bigger = _download_all(sb)
@@ -54,8 +54,8 @@ def test_cache_key_follows_the_data_settings(tmp_path):
 
 
 def test_cached_contacts_csv(tmp_path):
-    with Sandbox(fast_settings(contacts_per_day=5, fragments=2)) as plain:
+    with fast_sandbox(contacts_per_day=5, fragments=2) as plain:
         _, expected = _download_all(plain, "contacts", output_format="CSV")
-    with Sandbox(fast_settings(contacts_per_day=5, fragments=2, cache_exports_dir=str(tmp_path))) as sb:
+    with fast_sandbox(contacts_per_day=5, fragments=2, cache_exports_dir=str(tmp_path)) as sb:
         _, cached = _download_all(sb, "contacts", output_format="CSV")
     assert cached == expected

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID, Sandbox, SandboxSettings
+from tap_backstory_sandbox import FEED_A_ID, FEED_B_ID
 from tap_backstory_sandbox.data import (
     canonical_contact_id,
     expected_intent_contact_ids,
@@ -17,8 +17,9 @@ from tap_backstory_sandbox.data import (
     is_valid_contact_id,
     people_with_enrichment,
 )
+from tests.conftest import TODAY
 
-from .conftest import TODAY, cb, fast_settings
+from .conftest import cb, fast_sandbox
 
 ROW_KEYS = {"contact_id", "domain", "company_name", "company_description", "industry", "title", "topics",
             "num_topics", "similarity", "signal_date"}
@@ -93,7 +94,7 @@ def _read_all(sb, summary):
 
 
 def test_export_pages_options_and_free_reexport():
-    with Sandbox(fast_settings(page_size=100)) as sb:
+    with fast_sandbox(page_size=100) as sb:
         s = cb(sb, "POST", "/intent/feeds/search", json={"feed_id": FEED_A_ID, "lookback_days": 10}).json()
         exp = cb(sb, "POST", "/intent/feeds/exports", json={"job_id": s["job_id"], "get_pii": True,
                                                              "include_business_info": True}).json()
@@ -134,7 +135,7 @@ def test_export_pages_options_and_free_reexport():
 
 
 def test_export_option_refusals_quota_and_max_rows():
-    with Sandbox(fast_settings(feed_a_row_limit=500, page_envelope="items", extra_row_fields=True)) as sb:
+    with fast_sandbox(feed_a_row_limit=500, page_envelope="items", extra_row_fields=True) as sb:
         for opt in ("get_pii", "include_business_info"):
             r = cb(sb, "POST", "/intent/feeds/exports", json={"feed_id": FEED_B_ID, "lookback_days": 5, opt: True})
             assert r.status_code == 403 and "not configured" in r.json()["detail"]
@@ -159,7 +160,7 @@ def test_export_option_refusals_quota_and_max_rows():
 
 
 def test_enrichment_batch_alignment_and_errors():
-    with Sandbox(fast_settings(enrich_batch_limit=5)) as sb:
+    with fast_sandbox(enrich_batch_limit=5) as sb:
         known = people_with_enrichment(sb.settings)[:3]
         ids = [known[0], "id_0000000000000000", known[1], known[2], known[0]]
         r = cb(sb, "POST", "/enrich/contacts/batch", json={"contact_ids": ids, "include": ["pii", "emails", "phones"]})
@@ -239,7 +240,7 @@ def test_enrichment_single_endpoints(sb):
 
 @pytest.mark.parametrize("envelope", ["rows", "data", "results"])
 def test_page_envelope_setting(envelope):
-    with Sandbox(fast_settings(page_envelope=envelope)) as sb:
+    with fast_sandbox(page_envelope=envelope) as sb:
         exp = cb(sb, "POST", "/intent/feeds/exports", json={"feed_id": FEED_B_ID, "lookback_days": 1}).json()
         page = cb(sb, "POST", "/intent/feeds/exports/page", json={"export_id": exp["export_id"], "page": 1}).json()
         assert len(page[envelope]) == 25
@@ -247,7 +248,7 @@ def test_page_envelope_setting(envelope):
 
 def test_an_export_building_asynchronously_refuses_pages_until_ready():
 
-    with Sandbox(SandboxSettings(export_build_seconds=0.3)) as sb:
+    with fast_sandbox(export_build_seconds=0.3) as sb:
         headers = {"X-API-Key": sb.tap_config()["contactbased_api_key"]}
         url = sb.contactbased_url
         summary = requests.post(f"{url}/intent/feeds/exports", json={"feed_id": FEED_A_ID, "lookback_days": 2},

@@ -9,15 +9,15 @@ import time
 import pytest
 import requests
 
-from tap_backstory_sandbox import FEED_A_ID, Sandbox
+from tap_backstory_sandbox import FEED_A_ID
 
-from .conftest import cb, create_job, data_url, fast_settings, token, wait_job
+from .conftest import cb, create_job, data_url, fast_sandbox, token, wait_job
 
 
 def test_error_rate_is_deterministic_and_never_500():
     codes = []
     for _ in range(2):
-        with Sandbox(fast_settings(error_rate=0.5)) as sb:
+        with fast_sandbox(error_rate=0.5) as sb:
             h = token(sb)  # auth is exempt
             run = [requests.get(sb.backstory_url + "/pull/v1/export/activities/jobs", headers=h).status_code
                    for _ in range(30)]
@@ -29,7 +29,7 @@ def test_error_rate_is_deterministic_and_never_500():
 
 
 def test_error_body_shapes():
-    with Sandbox(fast_settings(error_rate=1.0)) as sb:
+    with fast_sandbox(error_rate=1.0) as sb:
         h = token(sb)
         r = requests.get(sb.backstory_url + "/pull/v1/export/activities/jobs", headers=h)
         assert r.status_code in (502, 503) and set(r.json()) == {"error", "message"}

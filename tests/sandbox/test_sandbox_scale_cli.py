@@ -15,6 +15,7 @@ import requests
 
 from tap_backstory_sandbox import DEMO_CREDENTIALS, SandboxSettings
 from tap_backstory_sandbox.data import iter_activity_keys, iter_activity_lines
+from tests.conftest import TODAY
 
 
 def test_million_activity_export_streams_with_flat_memory():
@@ -23,7 +24,7 @@ def test_million_activity_export_streams_with_flat_memory():
     Rendering all 1M lines takes ~20 s on a slow CI core (and ~10x more under tracemalloc), so the rendered
     stream is measured over its first 6,000 lines and a 1M-deep fragment offset is addressed directly.
     """
-    s = SandboxSettings(today=date(2026, 3, 1), activities_per_day=100_000)
+    s = SandboxSettings(today=TODAY, activities_per_day=100_000)
     start, end = date(2026, 1, 1), date(2026, 1, 10)
     assert sum(1 for _ in iter_activity_keys(s, start, end, "snapshot")) == 1_000_000
     gen = iter_activity_lines(s, start, end, "snapshot")
@@ -49,7 +50,7 @@ def test_cli_prints_urls_and_credentials(tmp_path):
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps({"fail_jobs": 2, "page_size": 50}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tap_backstory_sandbox", "--port", "0", "--today", "2026-03-01",
+        [sys.executable, "-m", "tap_backstory_sandbox", "--port", "0", "--today", TODAY.isoformat(),
          "--activities-per-day", "5", "--faults", str(faults), "--config-out", str(cfg)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -66,7 +67,7 @@ def test_cli_prints_urls_and_credentials(tmp_path):
         assert config["api_url"] == kv["backstory_url"] and config["contactbased_api_url"] == kv["contactbased_url"]
         base = kv["backstory_url"].rsplit("/", 1)[0]
         st = requests.get(base + "/_sandbox/stats", timeout=5).json()["settings"]
-        assert st["today"] == "2026-03-01" and st["fail_jobs"] == 2 and st["page_size"] == 50
+        assert st["today"] == TODAY.isoformat() and st["fail_jobs"] == 2 and st["page_size"] == 50
         assert st["activities_per_day"] == 5
     finally:
         proc.send_signal(signal.SIGTERM)
