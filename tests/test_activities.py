@@ -354,19 +354,25 @@ def test_a_backstory_refusing_a_future_end_date_falls_back_to_today_once_and_say
         }
 
 
+def job_saved_for_window_ending(window_end: str):
+    """A kill point: the first STATE naming the job of the activities window that ends on `window_end`."""
+
+    def saved(message: dict, _: list[dict]) -> bool:
+        if message["type"] != "STATE":
+            return False
+        pending = stream_state(message["value"], "activities").get("pending_jobs", [])
+        return any(entry["window_end"] == window_end and entry["job_id"] for entry in pending)
+
+    return saved
+
+
 def test_a_backfill_killed_after_its_future_window_job_was_made_resumes_it_the_next_day():
     """The stretched window does not depend on today: a run resumed a day later finds its pending job, and
     the bookmark it earns is the day before that job's creation, so the first delta misses nothing."""
     with sandbox(future_activity_days=AHEAD, job_run_seconds=0.5) as sb:
         config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=15)
 
-        def last_window_job_saved(message: dict, _: list[dict]) -> bool:
-            pending = stream_state(message["value"], "activities").get("pending_jobs", []) if message[
-                "type"
-            ] == "STATE" else []
-            return any(entry["window_end"] == "2026-03-11" and entry["job_id"] for entry in pending)
-
-        killed = run_until(sb, config, last_window_job_saved)
+        killed = run_until(sb, config, job_saved_for_window_ending("2026-03-11"))
         made = windows(sb)
         sb.set_today(TODAY + dt.timedelta(days=1))
         sb.reset_stats()
@@ -381,13 +387,7 @@ def test_a_run_killed_after_falling_back_resumes_the_fallback_job_without_asking
     with sandbox(future_activity_days=AHEAD, refuse_future_end_date=True, job_run_seconds=0.5) as sb:
         config = tap_config(sb, "activities", start_date="2026-02-10", snapshot_window_days=15)
 
-        def fallback_job_saved(message: dict, _: list[dict]) -> bool:
-            pending = stream_state(message["value"], "activities").get("pending_jobs", []) if message[
-                "type"
-            ] == "STATE" else []
-            return any(entry["window_end"] == "2026-03-01" and entry["job_id"] for entry in pending)
-
-        killed = run_until(sb, config, fallback_job_saved)
+        killed = run_until(sb, config, job_saved_for_window_ending("2026-03-01"))
         made = windows(sb)
         sb.reset_stats()
         resumed = run(sb, config, state=killed.final_state)
