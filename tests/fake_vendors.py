@@ -37,7 +37,7 @@ class FakeClock(Clock):
 
     def __init__(self, today: dt.date) -> None:
         super().__init__(today)
-        self.start = dt.datetime.combine(today, dt.time(12), tzinfo=dt.UTC)
+        self.start = dt.datetime.combine(today, dt.time(12), tzinfo=dt.timezone.utc)
         self.elapsed = 0.0
         self.sleeps: list[float] = []
         self._lock = threading.Lock()  # fragment downloads sleep in threads
