@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import re
-import time
 import typing as t
 import urllib.parse
 
@@ -385,8 +384,9 @@ class ContactEnricher:
     subset of the sections, and when the endpoint refuses the body (a 4xx other than 401/413/429) the rest of
     the run uses the documented `GET /enrich/contacts/{id}?include=...`, one id at a time, paced."""
 
-    def __init__(self, api: ApiClient, options: ContactBasedOptions, log: logging.Logger) -> None:
+    def __init__(self, api: ApiClient, options: ContactBasedOptions, clock: Clock, log: logging.Logger) -> None:
         self.api = api
+        self.clock = clock
         self.sections = list(options.enrichment_sections)
         self.ids_per_request = options.enrichment_batch_size  # lowered for the rest of the run by each 413
         self.one_by_one = False  # set for the rest of the run when the batch endpoint refuses our body
@@ -439,10 +439,10 @@ class ContactEnricher:
 
     def _enrich_one(self, contact_id: str) -> dict:
         """The documented single GET; 404 (no data for any requested section) is the empty envelope."""
-        wait = self.next_single_at - time.monotonic()
+        wait = self.next_single_at - self.clock.monotonic()
         if wait > 0:
-            time.sleep(wait)
-        self.next_single_at = time.monotonic() + 1 / SINGLE_ENRICH_REQUESTS_PER_SECOND
+            self.clock.sleep(wait)
+        self.next_single_at = self.clock.monotonic() + 1 / SINGLE_ENRICH_REQUESTS_PER_SECOND
         path = f"/enrich/contacts/{urllib.parse.quote(contact_id, safe='')}"
         try:
             return self.api.request("GET", path, params={"include": ",".join(self.sections)}).json()

@@ -395,7 +395,7 @@ def test_the_quota_guard_refuses_an_export_larger_than_the_quota_left_before_spe
 def test_enrichment_halves_its_batches_on_413_down_to_what_the_server_takes(clock):
     vendor = FakeContactBased(clock)
     vendor.max_batch = 3
-    enricher = ContactEnricher(vendor.api(), options(enrichment_batch_size=8), LOG)
+    enricher = ContactEnricher(vendor.api(), options(enrichment_batch_size=8), clock, LOG)
     ids = [f"c{n}" for n in range(9)]
 
     pairs = list(enricher.enrich(ids))
@@ -410,7 +410,7 @@ def test_enrichment_halves_its_batches_on_413_down_to_what_the_server_takes(cloc
 def test_enrichment_refused_for_a_single_id_fails(clock):
     vendor = FakeContactBased(clock)
     vendor.max_batch = 0
-    enricher = ContactEnricher(vendor.api(), options(enrichment_batch_size=2), LOG)
+    enricher = ContactEnricher(vendor.api(), options(enrichment_batch_size=2), clock, LOG)
 
     with pytest.raises(TapBackstoryError, match="answered 413"):
         list(enricher.enrich(["c1", "c2"]))

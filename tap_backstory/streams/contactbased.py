@@ -252,7 +252,8 @@ class EnrichedContactRecordsStream(TapStream):
     @functools.cached_property
     def enricher(self) -> ContactEnricher:
         """One for the run: a 413 lowers its request size for every later batch."""
-        return ContactEnricher(self.tap.contactbased_api, ContactBasedOptions.from_config(self.config), LOGGER)
+        options = ContactBasedOptions.from_config(self.config)
+        return ContactEnricher(self.tap.contactbased_api, options, self.tap.clock, LOGGER)
 
     @functools.cached_property
     def queue(self) -> ContactIdQueue:
