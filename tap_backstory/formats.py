@@ -58,7 +58,7 @@ def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
         try:
             record = decode(line)
         except msgspec.DecodeError:
-            # Rare: a blank line, or what msgspec refuses and `json` reads (NaN, 1e400, UTF-16), or bad data.
+            # Rare: a blank line, or what msgspec refuses and `json` reads (NaN, 1e400), or bad data.
             if not line.strip():
                 continue
             try:

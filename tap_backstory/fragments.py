@@ -45,7 +45,6 @@ class Fragment:
 
     body: t.BinaryIO
     source: str  # names the fragment in errors: "export job 42 fragment 3"
-    size: int
 
 
 class _Retry(Exception):
@@ -122,7 +121,7 @@ class FragmentReader:
                         )
                     self.bytes_read += nbytes
                     body.seek(0)
-                    yield Fragment(body, _name(job_id, number), nbytes)
+                    yield Fragment(body, _name(job_id, number))
                 if not downloads and count and self.bytes_read < size:
                     todo.append(next_unannounced)
                     next_unannounced += 1
