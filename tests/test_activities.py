@@ -310,7 +310,7 @@ def test_a_snapshot_then_a_delta_deliver_every_activity_including_those_dated_af
             ("2026-02-10", "2026-02-24"),
             ("2026-02-25", "2026-03-11"),
         ]
-        assert "reaches 2026-03-11, 10 day(s) after today" in first.stderr
+        assert "reaches 2026-03-11, 10 days after today" in first.stderr
         ahead = {r["uid"] for r in first.records("activities") if r["timestamp"][:10] > TODAY.isoformat()}
         assert ahead == expected_activity_uids(sb.settings, TODAY + dt.timedelta(days=1), D("2026-03-11"), "snapshot")
         assert ahead  # some meetings are booked ahead

@@ -13,7 +13,7 @@ import typing as t
 from tap_backstory.formats import DataError, read_csv_records, read_json_records
 from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
-from tap_backstory.windows import ExportState, Window, parse_day
+from tap_backstory.windows import ExportState, Window, parse_day, plural
 
 if t.TYPE_CHECKING:
     from tap_backstory.client import ApiClient
@@ -65,11 +65,11 @@ class BackstoryExportStream(TapStream):
         )
         for window in fallbacks:
             self.logger.info(
-                "%s: the last snapshot window reaches %s, %d day(s) after today, for activities dated ahead "
+                "%s: the last snapshot window reaches %s, %s after today, for activities dated ahead "
                 "(meetings) that were processed before the deltas start; those dated later are in no export",
                 self.name,
                 window.end,
-                (window.end - end).days,
+                plural((window.end - end).days, "day"),
             )
 
         specs = [
