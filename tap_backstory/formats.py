@@ -172,11 +172,47 @@ def read_csv_records(stream: t.BinaryIO, source: str) -> t.Iterator[tuple[int, d
         raise DataError(f"{source}: line {reader.line_num} is not valid CSV ({exc})") from None
 
 
+class DeclaredObject:
+    """The keys an object property of a schema declares, and its own object properties that declare keys.
+
+    Keys the API sends inside such an object that it does not declare are moved out, the way undeclared
+    top-level keys are: flattening would otherwise turn them into columns no SCHEMA declares (issue 24)."""
+
+    __slots__ = ("children", "declared")
+
+    def __init__(self, properties: dict) -> None:
+        self.declared = frozenset(properties)
+        self.children = tuple(
+            (name, DeclaredObject(spec["properties"]))
+            for name, spec in properties.items()
+            if isinstance(spec.get("properties"), dict) and spec["properties"] and "object" in _types(spec)
+        )
+
+    def pop_undeclared(self, value: dict) -> dict:
+        """Remove the undeclared keys of `value` (at every declared depth); returned nested as they were."""
+        moved = {} if self.declared.issuperset(value) else {key: value.pop(key) for key in value.keys() - self.declared}
+        for name, child in self.children:
+            inner = value.get(name)
+            if isinstance(inner, dict) and (inner_moved := child.pop_undeclared(inner)):
+                moved[name] = inner_moved
+        return moved
+
+
+def _paths(moved: dict, prefix: str = "") -> t.Iterator[str]:
+    """`a.b` paths of the leaves of what `DeclaredObject.pop_undeclared` moved (for the log line)."""
+    for key, value in moved.items():
+        if isinstance(value, dict) and value:
+            yield from _paths(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
 class RecordShaper:
     """Makes a raw API record match its stream schema.
 
     - Top-level keys the schema does not declare move into `_extra` (logged once per stream), so new API
-      fields are never dropped silently.
+      fields are never dropped silently. Undeclared keys inside a declared object (e.g. `pii.street2`) move
+      into `_extra` under the same path (`_extra.pii.street2`), logged once too.
     - Date-time strings without an offset (Backstory sends `2022-07-11T00:00:00`, in UTC) get a `Z`.
     - `coerce()` types the all-string cells of a CSV row by the schema: integers, numbers, booleans,
       date-times, and empty cells as null.
@@ -190,11 +226,17 @@ class RecordShaper:
             name for name, spec in self.properties.items() if spec.get("format") == "date-time"
         )
         self._warned_extra = False
+        self.objects = DeclaredObject(self.properties).children  # walked only for these keys
+        self._warned_nested_extra = False
         self._converters = {name: _converter_for(spec) for name, spec in self.properties.items()}
 
     def shape(self, record: dict) -> dict:
         if not self.declared.issuperset(record):  # the usual case builds no set
             self._move_extra(record)
+        for name, declared in self.objects:
+            value = record.get(name)
+            if isinstance(value, dict) and (moved := declared.pop_undeclared(value)):
+                self._move_nested_extra(record, name, moved)
         for name in self.datetime_fields:
             value = record.get(name)
             if isinstance(value, str) and len(value) == 19 and value[10] == "T":
@@ -215,6 +257,19 @@ class RecordShaper:
                     self.stream_name,
                     ", ".join(sorted(undeclared)),
                 )
+
+    def _move_nested_extra(self, record: dict, name: str, moved: dict) -> None:
+        extra = record.get(EXTRA_KEY) if isinstance(record.get(EXTRA_KEY), dict) else {}
+        extra[name] = moved
+        record[EXTRA_KEY] = extra
+        if not self._warned_nested_extra:
+            self._warned_nested_extra = True
+            LOGGER.warning(
+                "%s: the API sent fields inside objects this schema does not declare (%s); they are kept in "
+                "`_extra` under the same path",
+                self.stream_name,
+                ", ".join(sorted(_paths({name: moved}))),
+            )
 
     def coerce(self, row: dict, source: str, line: int) -> dict:
         record = {}
