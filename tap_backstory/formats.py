@@ -173,27 +173,35 @@ def read_csv_records(stream: t.BinaryIO, source: str) -> t.Iterator[tuple[int, d
 
 
 class DeclaredObject:
-    """The keys an object property of a schema declares, and its own object properties that declare keys.
+    """The keys an object property of a schema declares, and its own object properties that flattening splits.
 
-    Keys the API sends inside such an object that it does not declare are moved out, the way undeclared
-    top-level keys are: flattening would otherwise turn them into columns no SCHEMA declares (issue 24)."""
+    Under flattening, keys the API sends inside such an object that it does not declare are moved out, the way
+    undeclared top-level keys are: the SDK would turn them into columns no SCHEMA declares (issue 24). Only the
+    objects flattening splits into columns are walked (`depth` levels; deeper ones become one JSON column, where
+    any key is fine), and none without flattening: the per-record path stays as it was."""
 
     __slots__ = ("children", "declared")
 
-    def __init__(self, properties: dict) -> None:
+    def __init__(self, properties: dict, depth: int) -> None:
         self.declared = frozenset(properties)
         self.children = tuple(
-            (name, DeclaredObject(spec["properties"]))
+            (name, DeclaredObject(spec["properties"], depth - 1))
             for name, spec in properties.items()
-            if isinstance(spec.get("properties"), dict) and spec["properties"] and "object" in _types(spec)
+            if depth > 0 and isinstance(spec.get("properties"), dict) and "object" in _types(spec)
         )
 
-    def pop_undeclared(self, value: dict) -> dict:
-        """Remove the undeclared keys of `value` (at every declared depth); returned nested as they were."""
-        moved = {} if self.declared.issuperset(value) else {key: value.pop(key) for key in value.keys() - self.declared}
+    def pop_undeclared(self, value: dict) -> dict | None:
+        """Remove the undeclared keys of `value` (at every declared depth); returned nested as they were, or None.
+
+        On the per-record path: builds nothing when every key is declared (the usual case)."""
+        moved = None
+        if not self.declared.issuperset(value):
+            moved = {key: value.pop(key) for key in value.keys() - self.declared}
         for name, child in self.children:
             inner = value.get(name)
-            if isinstance(inner, dict) and (inner_moved := child.pop_undeclared(inner)):
+            if inner.__class__ is dict and (inner_moved := child.pop_undeclared(inner)):
+                if moved is None:
+                    moved = {}
                 moved[name] = inner_moved
         return moved
 
@@ -211,14 +219,15 @@ class RecordShaper:
     """Makes a raw API record match its stream schema.
 
     - Top-level keys the schema does not declare move into `_extra` (logged once per stream), so new API
-      fields are never dropped silently. Undeclared keys inside a declared object (e.g. `pii.street2`) move
-      into `_extra` under the same path (`_extra.pii.street2`), logged once too.
+      fields are never dropped silently. Under flattening (`flattening_depth` > 0), undeclared keys inside an
+      object that flattening splits into columns (e.g. `pii.street2`) move into `_extra` under the same path
+      (`_extra.pii.street2`), logged once too.
     - Date-time strings without an offset (Backstory sends `2022-07-11T00:00:00`, in UTC) get a `Z`.
     - `coerce()` types the all-string cells of a CSV row by the schema: integers, numbers, booleans,
       date-times, and empty cells as null.
     """
 
-    def __init__(self, schema: dict, stream_name: str) -> None:
+    def __init__(self, schema: dict, stream_name: str, flattening_depth: int = 0) -> None:
         self.stream_name = stream_name
         self.properties: dict = schema.get("properties", {})
         self.declared = frozenset(self.properties)
@@ -226,7 +235,7 @@ class RecordShaper:
             name for name, spec in self.properties.items() if spec.get("format") == "date-time"
         )
         self._warned_extra = False
-        self.objects = DeclaredObject(self.properties).children  # walked only for these keys
+        self.objects = DeclaredObject(self.properties, flattening_depth).children  # none without flattening
         self._warned_nested_extra = False
         self._converters = {name: _converter_for(spec) for name, spec in self.properties.items()}
 
@@ -235,7 +244,7 @@ class RecordShaper:
             self._move_extra(record)
         for name, declared in self.objects:
             value = record.get(name)
-            if isinstance(value, dict) and (moved := declared.pop_undeclared(value)):
+            if value.__class__ is dict and (moved := declared.pop_undeclared(value)):
                 self._move_nested_extra(record, name, moved)
         for name in self.datetime_fields:
             value = record.get(name)

@@ -27,17 +27,32 @@ def config(sb, **settings) -> dict:
                       **settings)
 
 
-def expected_columns(record: dict, columns: dict, max_depth: int, prefix: str = "", level: int = 0) -> dict:
-    """What the flattened record must hold for a non-flattened one: nested objects split into `a__b` columns while
-    the SCHEMA has such columns (up to max_depth), everything else under its own column."""
-    out = {}
-    for key, value in record.items():
-        column = f"{prefix}{key}"
-        nested = any(name.startswith(column + "__") for name in columns)
-        if isinstance(value, dict) and level < max_depth and nested and column not in columns:
-            out.update(expected_columns(value, columns, max_depth, column + "__", level + 1))
-        else:
-            out[column] = value
+def expected_columns(record: dict, columns: dict, max_depth: int) -> dict:
+    """What the flattened record must hold, from the unflattened one: nested objects split into `a__b` columns
+    while the SCHEMA has such columns (up to max_depth), everything else under its own column; keys inside a
+    split object that the SCHEMA has no column for go to `_extra` under their path."""
+    moved: dict = {}
+
+    def split(node: dict, prefix: str, level: int, moved_here: dict) -> dict:
+        out = {}
+        for key, value in node.items():
+            column = f"{prefix}{key}"
+            if isinstance(value, dict) and level < max_depth and column not in columns and any(
+                name.startswith(column + "__") for name in columns
+            ):
+                inner_moved: dict = {}
+                out.update(split(value, column + "__", level + 1, inner_moved))
+                if inner_moved:
+                    moved_here[key] = inner_moved
+            elif level > 0 and column not in columns:
+                moved_here[key] = value
+            else:
+                out[column] = value
+        return out
+
+    out = split(record, "", 0, moved)
+    if moved:
+        out[EXTRA_KEY] = {**(record.get(EXTRA_KEY) or {}), **moved}
     return out
 
 
@@ -71,12 +86,13 @@ def test_every_record_carries_the_flattened_schema_columns_and_every_value(unfla
                 if isinstance(value, dict | list):
                     arrived = json.loads(arrived)
                 assert arrived == value, (stream, column)
-    # The cases of issue 24 did occur: a null `pii`, unknown keys inside `pii` (kept in `_extra`), a null
-    # `experimental` on activities (an object of objects: flattened at depth 3).
+    # The cases of issue 24 did occur: a null `pii`, unknown keys inside `pii` (kept in `_extra` under
+    # flattening), a null `experimental` on activities (an object of objects: flattened at depth 3).
     envelopes = unflattened["enriched_contact_records"].values()
     assert any(r["pii"] is None for r in envelopes)
-    assert any(r[EXTRA_KEY] and "street2" in r[EXTRA_KEY]["pii"] for r in envelopes)
-    assert all("street2" not in (r["pii"] or {}) for r in envelopes)
+    assert any("street2" in (r["pii"] or {}) for r in envelopes)  # unflattened: the object keeps its keys
+    flattened = result.records("enriched_contact_records")
+    assert any(r[EXTRA_KEY] and "street2" in json.loads(r[EXTRA_KEY])["pii"] for r in flattened)
     assert any(r.get("experimental") is None for r in unflattened["activities"].values())
     assert "pii__first_name" in schemas["enriched_contact_records"] and "pii" not in schemas["enriched_contact_records"]
     assert result.stderr.count("inside objects this schema does not declare") == 2  # activities' stats, pii
@@ -92,12 +108,22 @@ def test_undeclared_nested_keys_move_to_extra_under_their_path_and_declared_ones
         "tags": {"type": ["array", "null"], "items": {"type": "object", "properties": {"a": {"type": "string"}}}},
         EXTRA_KEY: {"type": ["object", "null"]},
     }}
-    shaper = RecordShaper(schema, "s")
-    record = shaper.shape({
-        "id": "1", "new": 1,
-        "pii": {"city": "Paris", "street2": "B", "geo": {"lat": 1.5, "alt": 30}},
+    def raw() -> dict:
+        return {"id": "1", "new": 1, "pii": {"city": "Paris", "street2": "B", "geo": {"lat": 1.5, "alt": 30}},
+                "tags": [{"a": "x", "b": "y"}]}
+
+    # Without flattening, objects keep every key; at depth 1, `geo` is one JSON column: only `pii` is walked.
+    unflattened = raw()
+    unflattened[EXTRA_KEY] = {"new": unflattened.pop("new")}
+    assert RecordShaper(schema, "s").shape(raw()) == unflattened
+    assert RecordShaper(schema, "s", flattening_depth=1).shape(raw()) == {
+        "id": "1",
+        "pii": {"city": "Paris", "geo": {"lat": 1.5, "alt": 30}},
         "tags": [{"a": "x", "b": "y"}],
-    })
+        EXTRA_KEY: {"new": 1, "pii": {"street2": "B"}},
+    }
+    shaper = RecordShaper(schema, "s", flattening_depth=3)
+    record = shaper.shape(raw())
     assert record == {
         "id": "1",
         "pii": {"city": "Paris", "geo": {"lat": 1.5}},

@@ -150,7 +150,14 @@ class TapStream(Stream):
 
     @functools.cached_property
     def shaper(self) -> RecordShaper:
-        return RecordShaper(self.schema, self.name)
+        return RecordShaper(self.schema, self.name, flattening_depth=self.flattening_depth)
+
+    @property
+    def flattening_depth(self) -> int:
+        """How deep the SDK flattens this stream's records (0: not at all), from its stream maps."""
+        depths = [stream_map.flattening_options.max_level for stream_map in self.stream_maps
+                  if stream_map.flattening_enabled and stream_map.flattening_options is not None]
+        return max(depths, default=0)
 
     @property
     def bookmarks(self) -> dict:

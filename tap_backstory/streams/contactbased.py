@@ -214,7 +214,8 @@ class FeedReaders:
         after = self.after()
         for name, state in {**self.selected, **self.unselected}.items():
             other = state.get("in_flight")
-            if other and "export_id" in other and AFTER in other and other[AFTER] == after:
+            # A flight written before `after_window_end` existed continued from its window_start.
+            if other and "export_id" in other and other.get(AFTER, other["window_start"]) == after:
                 # Pages before its next_page went to every stream it was read for: those need not read them again.
                 read_before = all(reader in other.get(READ_FOR, ()) for reader in self.names)
                 next_page = other.get("next_page", 1) if read_before else 1
