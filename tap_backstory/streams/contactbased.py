@@ -103,7 +103,7 @@ class IntentFeedExportsStream(TapStream):
         if "export_id" not in flight:
             flight.update(self.intent.export(feed, flight, resumed=resumed), next_page=1)
             self.checkpoint()  # the export id: a resumed run reads the same export (no quota spent again)
-        overlap = OverlapCount(flight.get(AFTER))
+        overlap = OverlapCount(flight.get(AFTER, readers.driver.get("last_window_end")))  # older flights lack AFTER
         for page, rows in self.intent.pages(feed_id, flight):
             for record in self._records(feed_id, flight, page, rows):
                 overlap.add(record)
