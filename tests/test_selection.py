@@ -233,3 +233,37 @@ def test_stream_maps_filter_alias_computed_property_and_else_null():
 
     assert without_export_id(mapped.records("intent_rows_copy")) == without_export_id(source)  # every row, unmapped
     assert len(mapped.records(ENRICHED)) == len(plain.records(ENRICHED))
+
+
+def test_both_killed_mid_export_then_child_only_reads_the_rest_of_that_export_and_the_parent_keeps_its_flight():
+    with sandbox() as sb:
+        config = tap_config(sb, intent_feed_ids=[FEED_A_ID], enrichment_batch_size=10)
+        both_catalog = select(discover(config), INTENT, ENRICHED)
+
+        def parent_mid_export(message, _):
+            if message["type"] != "STATE":
+                return False
+            feed = message["value"]["bookmarks"].get(INTENT, {}).get("feeds", {}).get(FEED_A_ID, {})
+            return feed.get("in_flight", {}).get("next_page", 1) >= 3
+
+        killed = run_until(sb, config, parent_mid_export, catalog=both_catalog)
+        parent_flight = killed.final_state["bookmarks"][INTENT]["feeds"][FEED_A_ID]["in_flight"]
+        assert sb.stats()["exports_created"] == 1
+        sb.reset_stats()
+        child_only = run(sb, config, state=killed.final_state, catalog=select(discover(config), ENRICHED),
+                         check=True)
+        stats = sb.stats()
+        assert stats["searches_created"] == 0 and stats["exports_created"] == 0 and stats["quota_spent"] == {}
+        # The child got the ids of the pages before next_page in the killed run: it reads only the rest.
+        pages = [e["page"] for e in sb.events() if e["kind"] == "page_served"]
+        assert pages == list(range(parent_flight["next_page"], parent_flight["total_pages"] + 1))
+        assert "made for intent_feed_exports, no quota spent" in child_only.stderr
+        enriched = killed.records(ENRICHED) + child_only.records(ENRICHED)
+        assert {r["contact_id"] for r in enriched} == expected_contact_ids(sb, (FEED_A_ID,), 3)
+        # The parent's state is as the killed run left it: its flight resumes where its rows stopped.
+        assert child_only.final_state["bookmarks"][INTENT] == killed.final_state["bookmarks"][INTENT]
+
+        both = run(sb, config, state=child_only.final_state, catalog=both_catalog, check=True)
+        rows = killed.records(INTENT) + both.records(INTENT)
+        assert len(rows) == expected_rows(sb, FEED_A_ID, 3) and not duplicates(row["row_key"] for row in rows)
+        assert sb.stats()["exports_created"] == 0  # the parent resumed its own flight
