@@ -172,17 +172,62 @@ def read_csv_records(stream: t.BinaryIO, source: str) -> t.Iterator[tuple[int, d
         raise DataError(f"{source}: line {reader.line_num} is not valid CSV ({exc})") from None
 
 
+class DeclaredObject:
+    """The keys an object property of a schema declares, and its own object properties that flattening splits.
+
+    Under flattening, keys the API sends inside such an object that it does not declare are moved out, the way
+    undeclared top-level keys are: the SDK would turn them into columns no SCHEMA declares (issue 24). Only the
+    objects flattening splits into columns are walked (`depth` levels; deeper ones become one JSON column, where
+    any key is fine), and none without flattening: the per-record path stays as it was."""
+
+    __slots__ = ("children", "declared")
+
+    def __init__(self, properties: dict, depth: int) -> None:
+        self.declared = frozenset(properties)
+        self.children = tuple(
+            (name, DeclaredObject(spec["properties"], depth - 1))
+            for name, spec in properties.items()
+            if depth > 0 and isinstance(spec.get("properties"), dict) and "object" in _types(spec)
+        )
+
+    def pop_undeclared(self, value: dict) -> dict | None:
+        """Remove the undeclared keys of `value` (at every declared depth); returned nested as they were, or None.
+
+        On the per-record path: builds nothing when every key is declared (the usual case)."""
+        moved = None
+        if not self.declared.issuperset(value):
+            moved = {key: value.pop(key) for key in value.keys() - self.declared}
+        for name, child in self.children:
+            inner = value.get(name)
+            if inner.__class__ is dict and (inner_moved := child.pop_undeclared(inner)):
+                if moved is None:
+                    moved = {}
+                moved[name] = inner_moved
+        return moved
+
+
+def _paths(moved: dict, prefix: str = "") -> t.Iterator[str]:
+    """`a.b` paths of the leaves of what `DeclaredObject.pop_undeclared` moved (for the log line)."""
+    for key, value in moved.items():
+        if isinstance(value, dict) and value:
+            yield from _paths(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
 class RecordShaper:
     """Makes a raw API record match its stream schema.
 
     - Top-level keys the schema does not declare move into `_extra` (logged once per stream), so new API
-      fields are never dropped silently.
+      fields are never dropped silently. Under flattening (`flattening_depth` > 0), undeclared keys inside an
+      object that flattening splits into columns (e.g. `pii.street2`) move into `_extra` under the same path
+      (`_extra.pii.street2`), logged once too.
     - Date-time strings without an offset (Backstory sends `2022-07-11T00:00:00`, in UTC) get a `Z`.
     - `coerce()` types the all-string cells of a CSV row by the schema: integers, numbers, booleans,
       date-times, and empty cells as null.
     """
 
-    def __init__(self, schema: dict, stream_name: str) -> None:
+    def __init__(self, schema: dict, stream_name: str, flattening_depth: int = 0) -> None:
         self.stream_name = stream_name
         self.properties: dict = schema.get("properties", {})
         self.declared = frozenset(self.properties)
@@ -190,11 +235,17 @@ class RecordShaper:
             name for name, spec in self.properties.items() if spec.get("format") == "date-time"
         )
         self._warned_extra = False
+        self.objects = DeclaredObject(self.properties, flattening_depth).children  # none without flattening
+        self._warned_nested_extra = False
         self._converters = {name: _converter_for(spec) for name, spec in self.properties.items()}
 
     def shape(self, record: dict) -> dict:
         if not self.declared.issuperset(record):  # the usual case builds no set
             self._move_extra(record)
+        for name, declared in self.objects:
+            value = record.get(name)
+            if value.__class__ is dict and (moved := declared.pop_undeclared(value)):
+                self._move_nested_extra(record, name, moved)
         for name in self.datetime_fields:
             value = record.get(name)
             if isinstance(value, str) and len(value) == 19 and value[10] == "T":
@@ -215,6 +266,19 @@ class RecordShaper:
                     self.stream_name,
                     ", ".join(sorted(undeclared)),
                 )
+
+    def _move_nested_extra(self, record: dict, name: str, moved: dict) -> None:
+        extra = record.get(EXTRA_KEY) if isinstance(record.get(EXTRA_KEY), dict) else {}
+        extra[name] = moved
+        record[EXTRA_KEY] = extra
+        if not self._warned_nested_extra:
+            self._warned_nested_extra = True
+            LOGGER.warning(
+                "%s: the API sent fields inside objects this schema does not declare (%s); they are kept in "
+                "`_extra` under the same path",
+                self.stream_name,
+                ", ".join(sorted(_paths({name: moved}))),
+            )
 
     def coerce(self, row: dict, source: str, line: int) -> dict:
         record = {}

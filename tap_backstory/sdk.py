@@ -61,8 +61,9 @@ SDK_CODE = (
         "overrides",
         "tap_backstory/streams/base.py TapStream._generate_record_messages",
         "it is a copy of this method minus `pop_deselected_record_properties` when nothing is deselected and "
-        "`conform_record_data_types` (a no-op at TYPE_CONFORMANCE_LEVEL NONE): port any other change "
-        "(stream maps, version, time_extracted); tests/test_record_path.py",
+        "`conform_record_data_types` (a no-op at TYPE_CONFORMANCE_LEVEL NONE), plus `flattened_columns` on "
+        "flattened records: port any other change (stream maps, version, time_extracted); "
+        "tests/test_record_path.py, tests/test_flattening.py",
         "a1b0c088a3e90304f5d5ce26fb37436157eeae44dd0918d2c1a1dbff34305a27",
     ),
     SdkCode(
@@ -143,6 +144,24 @@ SDK_CODE = (
         "tap_backstory/streams/base.py TapStream._generate_record_messages",
         "never called: at TypeConformanceLevel.NONE it must still return the record untouched",
         "3a4f39f5880febf4fa4de528f97c05806c6c088ec1f42f7d1a0fc34b71784f3e",
+    ),
+    SdkCode(
+        "singer_sdk.helpers._flattening:_flatten_record",
+        "relies on",
+        "tap_backstory/streams/base.py flattened_columns; tap_backstory/formats.py DeclaredObject",
+        "it flattens what a record holds, not what the flattened SCHEMA declares: a null object stays under its "
+        "own name and undeclared nested keys become columns; the tap moves those keys into `_extra` and gives "
+        "each record the SCHEMA's columns. If the SDK now does either itself, the tap's steps may go; "
+        "tests/test_flattening.py",
+        "051e295bb7dfd86af974915dc5380aa937ee40db964b7228442595b2d526d7f8",
+    ),
+    SdkCode(
+        "singer_sdk.helpers._flattening:_flatten_schema",
+        "relies on",
+        "tap_backstory/formats.py DeclaredObject",
+        "an object with `properties` above the depth limit becomes one column per property, any other object "
+        "or array one JSON string column: the shaper walks the objects with properties; tests/test_flattening.py",
+        "084d9df42446e929ebe3ccf2cbc1659b07b30348acf0ed7a35d4d5f02e9c53d6",
     ),
     SdkCode(
         "singer_sdk.contrib.msgspec:MsgSpecWriter.write_message",

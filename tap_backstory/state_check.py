@@ -111,6 +111,7 @@ def _check_intent(stream_state: dict, where: str) -> None:
 
 
 def _check_enrichment(stream_state: dict, where: str) -> None:
+    _check_intent(stream_state, where)  # its own per-feed windows, shaped as the parent's
     pending = stream_state.get("pending_contact_ids", [])
     if not isinstance(pending, list) or not all(isinstance(item, str) for item in pending):
         _fail(f"{where}.pending_contact_ids must be a list of contact_id strings")

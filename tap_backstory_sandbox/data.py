@@ -323,11 +323,15 @@ def render_activity(settings: SandboxSettings, day: date, index: int, h: int, at
     if g % 13 == 0:
         parts.append('"summary":"Discussed timeline, budget and \\"next steps\\""')
     parts.append(f'"participants":[{",".join(plist)}]')
+    if settings.extra_nested_fields:
+        stats += ',"bounced_participants":0'
     parts.append(f'"stats":{{{stats}}}')
     parts.append(f'"campaigns":{pools.campaigns[(g >> 33) % 8]}')
     parts.append(f'"crm_status":{pools.crm_status[(g >> 36) % 48]}')
     if g % 10 == 0:
         parts.append(f'"experimental":{pools.experimental[(g >> 45) % 2]}')
+    elif settings.extra_nested_fields:
+        parts.append('"experimental":null')
     if settings.extra_activity_fields:
         parts.append(f'"sentiment":"{("positive", "neutral", "negative")[g % 3]}"')
     return "{" + ",".join(parts) + "}"
@@ -606,6 +610,8 @@ def enrichment(settings: SandboxSettings, contact_id: str) -> dict[str, Any]:
     who = person(settings.seed, p)
     pii = ({k: who[k] for k in ("first_name", "last_name", "address", "city", "state", "zip", "gender",
                                 "age_range")} if rng.random() < 0.85 else None)
+    if pii is not None and settings.extra_nested_fields:
+        pii.update(street2=f"Suite {100 + p % 900}", county=f"{who['city']} County")
     emails = None
     if rng.random() < 0.8:
         emails = []

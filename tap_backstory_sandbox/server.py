@@ -65,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
             with sb.state.lock:
                 sb.state.stats.requests_by_status[str(resp.status)] += 1
                 sb.state.stats.requests_total += 1
+                sb.state.stats.requests_by_api[split.path.split("/")[1]] += 1
         try:
             self._write(resp)
         except (BrokenPipeError, ConnectionResetError):

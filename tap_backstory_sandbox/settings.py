@@ -86,6 +86,9 @@ class SandboxSettings:
     """Adds an undeclared top-level key ('sentiment') to every activity."""
     extra_row_fields: bool = False
     """Adds an undeclared key ('buying_stage') to every intent export row."""
+    extra_nested_fields: bool = False
+    """Adds undeclared keys inside declared objects: 'street2' and 'county' in every enrichment `pii`, and
+    'bounced_participants' in every activity's `stats`; activities without `experimental` send it as null."""
     page_size: int = 1000
     """ContactBased export page size (fixed per export at creation)."""
     page_envelope: str = "rows"

@@ -76,6 +76,7 @@ class Stats:
         self.enrich_single_requests = 0
         self.requests_by_status: Counter[str] = Counter()
         self.requests_total = 0
+        self.requests_by_api: Counter[str] = Counter()  # "backstory" / "contactbased": which API a run touched
         self.faults_injected: Counter[str] = Counter()
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,6 +100,7 @@ class Stats:
             "enrich_single_requests": self.enrich_single_requests,
             "requests_by_status": {str(k): v for k, v in sorted(self.requests_by_status.items())},
             "requests_total": self.requests_total,
+            "requests_by_api": dict(self.requests_by_api),
             "faults_injected": dict(self.faults_injected),
         }
 

@@ -121,6 +121,7 @@ def run_until(
     stop: Callable[[dict, list[dict]], bool],
     *,
     state: dict | None = None,
+    catalog: dict | None = None,
     env: dict | None = None,
 ) -> TapRun:
     """Start the tap with its clock on the sandbox's day, read its messages until `stop(message, messages so far)`
@@ -132,6 +133,8 @@ def run_until(
         argv = [TAP_EXE, "--config", _write(tmp, "config.json", config)]
         if state is not None:
             argv += ["--state", _write(tmp, "state.json", state)]
+        if catalog is not None:
+            argv += ["--catalog", _write(tmp, "catalog.json", catalog)]
         stderr_path = Path(tmp, "stderr.txt")
         with open(stderr_path, "w") as stderr:
             proc = subprocess.Popen(

@@ -76,7 +76,14 @@ def test_distinct_valid_ids_enriched_once_in_full_batches():
         assert malformed
         assert result.stderr.count("malformed contact_id") == 1
         assert f"skipped {len(malformed)} distinct malformed contact_id values" in result.stderr
-        assert result.final_state["bookmarks"][ENRICHED] == {"pending_contact_ids": []}
+        # The child keeps its own windows (the ones it got ids from): here, with both selected, the parent's.
+        bookmarks = result.final_state["bookmarks"]
+        windows = {
+            feed_id: {key: feed[key] for key in ("last_window_start", "last_window_end")}
+            for feed_id, feed in bookmarks[INTENT]["feeds"].items()
+        }
+        assert set(windows) == set(FEEDS)
+        assert bookmarks[ENRICHED] == {"pending_contact_ids": [], "feeds": windows}
 
 
 def test_enrichment_runs_while_the_export_is_read():

@@ -88,18 +88,22 @@ class IntentFeedExportsStream(TapStream):
     # --- one feed: search, export, pages (state kept after each step) -----------------------------------
     def _feed_rows(self, feed: dict) -> t.Iterator[dict | Progress]:
         feed_id = feed["feed_id"]
-        feed_state = self.bookmarks.setdefault("feeds", {}).setdefault(feed_id, {})
-        flight = feed_state.get("in_flight")
+        readers = self._readers(feed_id)
+        flight, how = readers.flight_to_resume()
         resumed = flight is not None
         if flight is None:
-            flight = feed_state["in_flight"] = self.intent.search(feed, feed_state.get("last_window_end"))
+            after = readers.after()
+            flight = {**self.intent.search(feed, after), AFTER: after, READ_FOR: readers.names}
+            readers.driver["in_flight"] = flight
             self.checkpoint()  # the search's job_id: a resumed run exports it instead of searching again
         else:
-            LOGGER.info("intent feed %s: resuming window %s..%s", feed_id, flight["window_start"], flight["window_end"])
+            LOGGER.info("intent feed %s: %s window %s..%s", feed_id, how, flight["window_start"], flight["window_end"])
+            if how != RESUMING:
+                self.checkpoint()  # the flight as this run reads it (borrowed, or from page 1 again)
         if "export_id" not in flight:
             flight.update(self.intent.export(feed, flight, resumed=resumed), next_page=1)
             self.checkpoint()  # the export id: a resumed run reads the same export (no quota spent again)
-        overlap = OverlapCount(feed_state.get("last_window_end"))
+        overlap = OverlapCount(flight.get(AFTER, readers.driver.get("last_window_end")))  # older flights lack AFTER
         for page, rows in self.intent.pages(feed_id, flight):
             for record in self._records(feed_id, flight, page, rows):
                 overlap.add(record)
@@ -108,11 +112,24 @@ class IntentFeedExportsStream(TapStream):
         overlap.log(feed)
 
         def finish() -> None:
-            feed_state.pop("in_flight")
-            feed_state.update(last_window_start=flight["window_start"], last_window_end=flight["window_end"])
+            readers.finish(flight)
             self.checkpoint()
 
         yield Progress(finish)
+
+    def _readers(self, feed_id: str) -> FeedReaders:
+        """The per-feed states of the streams this run reads the feed for: this stream's when it is selected,
+        the enrichment child's when it is; the other's (unselected) state is only read, never changed."""
+        own = self.bookmarks.setdefault("feeds", {}) if self.selected else self.bookmarks.get("feeds", {})
+        selected: dict[str, dict] = {}
+        unselected: dict[str, dict] = {}
+        (selected if self.selected else unselected)[self.name] = (
+            own.setdefault(feed_id, {}) if self.selected else own.get(feed_id, {})
+        )
+        child = self.enrichment
+        if child is not None:
+            selected[child.name] = child.feed_states(own).setdefault(feed_id, {})
+        return FeedReaders(selected, unselected)
 
     def _records(self, feed_id: str, flight: dict, page: int, rows: list[dict]) -> t.Iterator[dict]:
         """A page's rows, shaped, with their lineage: row_number counts from 1 across the whole export."""
@@ -153,6 +170,73 @@ class IntentFeedExportsStream(TapStream):
         queue.add(record.get("contact_id"))
         for _ in range(queue.batches_ready(final=record is self._last_record)):
             yield {"enrichment_batch": queue.next_batch_number()}
+
+
+RESUMING = "resuming"
+AFTER = "after_window_end"
+"""In a flight: the `last_window_end` its window continues from (null: a first window)."""
+READ_FOR = "read_for"
+"""In a flight: the streams that got every row of its pages before `next_page`."""
+
+
+class FeedReaders:
+    """The streams one run reads a feed for, each with its own per-feed state (`feeds.<feed_id>` in its stream
+    state): `intent_feed_exports` for the rows it emitted, `enriched_contact_records` for the contact ids it got.
+
+    Only a selected stream's state moves (the SDK's rule): a child-only run reads the feed from the child's own
+    bookmark and keeps its flight (search job_id, export id, next page) in the child's state, so the parent
+    later reads its whole range, and a killed child-only run resumes its export without spending quota again.
+    The window starts at the oldest bookmark of the selected streams; each selected stream the window covered
+    then moves to its end. The first selected stream (the parent when selected) keeps the flight."""
+
+    def __init__(self, selected: dict[str, dict], unselected: dict[str, dict]) -> None:
+        self.selected = selected  # stream name -> its state of this feed, the flight's keeper first
+        self.unselected = unselected  # read only: an export it made may be read again for free
+        self.names = list(selected)
+        self.driver = next(iter(selected.values()))
+
+    def after(self) -> str | None:
+        """The bookmark the next window continues from: the oldest of the selected streams' (None: first window)."""
+        ends = [state.get("last_window_end") for state in self.selected.values()]
+        return None if None in ends else min(ends)
+
+    def flight_to_resume(self) -> tuple[dict | None, str]:
+        """The keeper's flight; else an export another stream made for the same window (no quota: read from page
+        1); else None (search anew). A flight not read so far for every selected stream is read from page 1."""
+        flight = self.driver.get("in_flight")
+        if flight is not None:
+            missing = [name for name in self.names if name not in flight.get(READ_FOR, self.names)]
+            flight[READ_FOR] = self.names
+            if missing and flight.get("next_page", 1) > 1:
+                flight["next_page"] = 1
+                return flight, f"reading again from page 1, for {', '.join(missing)}, the export of"
+            return flight, RESUMING
+        after = self.after()
+        for name, state in {**self.selected, **self.unselected}.items():
+            other = state.get("in_flight")
+            # A flight written before `after_window_end` existed continued from its window_start.
+            if other and "export_id" in other and other.get(AFTER, other["window_start"]) == after:
+                # Pages before its next_page went to every stream it was read for: those need not read them again.
+                read_before = all(reader in other.get(READ_FOR, ()) for reader in self.names)
+                next_page = other.get("next_page", 1) if read_before else 1
+                flight = self.driver["in_flight"] = {**other, "next_page": next_page, READ_FOR: self.names}
+                return flight, f"reading export {other['export_id']} (made for {name}, no quota spent) of"
+        return None, ""
+
+    def finish(self, flight: dict) -> None:
+        """The flight is read: every selected stream it covered (its bookmark at or after the flight's start
+        point) moves to the flight's window, never back; the keeper drops the flight."""
+        self.driver.pop("in_flight", None)
+        after = flight.get(AFTER, flight["window_start"])
+        for state in self.selected.values():
+            end = state.get("last_window_end")
+            if after is not None and (end is None or end < after):
+                continue  # a gap before this flight: the next run reads again from this stream's bookmark
+            if end is None or end <= flight["window_end"]:
+                state.update(last_window_start=flight["window_start"], last_window_end=flight["window_end"])
+                own = state.get("in_flight")
+                if own is not None and own["window_end"] <= flight["window_end"]:
+                    state.pop("in_flight")
 
 
 class OverlapCount:
@@ -254,6 +338,17 @@ class EnrichedContactRecordsStream(TapStream):
         """One for the run: a 413 lowers its request size for every later batch."""
         options = ContactBasedOptions.from_config(self.config)
         return ContactEnricher(self.tap.contactbased_api, options, self.tap.clock, LOGGER)
+
+    def feed_states(self, parent_feeds: dict) -> dict:
+        """This stream's own per-feed windows (`FeedReaders`). A state written before the child kept them
+        (`pending_contact_ids` alone) starts from the parent's bookmarks: it was read with the parent."""
+        state = self.bookmarks
+        if "feeds" not in state and "pending_contact_ids" in state:
+            state["feeds"] = {
+                feed_id: {key: value for key, value in feed_state.items() if key != "in_flight"}
+                for feed_id, feed_state in parent_feeds.items()
+            }
+        return state.setdefault("feeds", {})
 
     @functools.cached_property
     def queue(self) -> ContactIdQueue:
