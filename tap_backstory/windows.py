@@ -120,6 +120,12 @@ def out_of_reach(last_end: dt.date, today: dt.date, cap: int) -> Window | None:
 
 # --- Export windows and their state (both Backstory streams; shape documented in docs/state.md) --------
 
+Selection = dict[str, t.Any]
+"""The settings that decide what a window holds, by setting name: `{"activity_type": "email"}` (see
+`streams/backstory.py`)."""
+Covers = t.Callable[[Selection, Selection], bool]
+"""covers(covered, wanted): whether records of `covered` include every record of `wanted`."""
+
 RETENTION = dt.timedelta(days=10)
 """Backstory keeps a job's files 10 days: an older job id in state is never reused."""
 
@@ -188,13 +194,70 @@ class ExportState:
             windows[-1] = Window(last.start, last.start + dt.timedelta(days=snapshot_window_days - 1))
         return "snapshot", windows
 
-    def pending_job(self, window: Window, export_type: str) -> PendingJob | None:
+    # --- coverage: what the bookmark stands for (issue 23; docs/state.md "Changing settings between runs") --
+
+    @property
+    def coverage(self) -> list[dict]:
+        """Entries `{"start_date": day, **selection}`: the records `selection` picks, from `start_date` through
+        the bookmark, are extracted. A selection is the settings that decide what a window holds."""
+        return self.state.get("coverage", [])
+
+    def gaps(
+        self, *, start_date: dt.date, parts: list[Selection], covers: Covers
+    ) -> tuple[list[tuple[Selection, Window]], bool]:
+        """What the config asks for (`parts`, from `start_date`) that the state does not cover: one range per
+        part, ending at the bookmark at most. Also records the coverage the config leaves (a narrowing keeps
+        the narrower selection, never the old wider one: the runs from now on read only that).
+
+        Returns (gaps, assumed): `assumed` when the state predates coverage and is taken to cover `parts`
+        from `start_date` (its first window is not known; the config of this run is the best guess)."""
+        bookmark = self.bookmark
+        if bookmark is None:
+            self.state.pop("coverage", None)
+            return [], False
+        assumed = "coverage" not in self.state
+        if assumed:
+            self.state["coverage"] = [{"start_date": start_date.isoformat(), **part} for part in parts]
+        gaps, kept = [], []
+        for part in parts:
+            since = self.covered_since(part, covers)
+            if since is None or since > bookmark:
+                since = next_start(bookmark)  # nothing of this part is covered yet
+            else:
+                kept.append({"start_date": since.isoformat(), **part})
+            if start_date < since:
+                gaps.append((part, Window(start_date, since - dt.timedelta(days=1))))
+        self.state["coverage"] = kept
+        return gaps, assumed
+
+    def covered_since(self, part: Selection, covers: Covers) -> dt.date | None:
+        days = [
+            parse_day(entry["start_date"], "the state's coverage start_date")
+            for entry in self.coverage
+            if covers(_selection(entry), part)
+        ]
+        return min(days, default=None)
+
+    def extend_coverage(self, parts: t.Iterable[Selection], start: dt.date) -> None:
+        """`parts` are now covered from `start` through the bookmark (an earlier start is kept)."""
+        entries = self.state.setdefault("coverage", [])
+        for part in parts:
+            entry = next((e for e in entries if _selection(e) == part), None)
+            if entry is None:
+                entries.append({"start_date": start.isoformat(), **part})
+            elif start < parse_day(entry["start_date"], "the state's coverage start_date"):
+                entry["start_date"] = start.isoformat()
+
+    def gap_done(self, window: Window, selection: Selection, parts: t.Iterable[Selection]) -> None:
+        """A backfill window of a gap is out: its parts are covered from its start on; the bookmark stays."""
+        self._drop_pending(window, "snapshot", selection)
+        self.extend_coverage(parts, window.start)
+
+    # --- pending jobs ----------------------------------------------------------------------------------
+
+    def pending_job(self, window: Window, export_type: str, selection: Selection | None = None) -> PendingJob | None:
         for entry in self.state.get("pending_jobs", []):
-            if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) == (
-                window.start.isoformat(),
-                window.end.isoformat(),
-                export_type,
-            ):
+            if _matches(entry, window, export_type, selection):
                 job_id = entry.get("job_id")
                 at = entry.get("created_at") or entry["requested_at"]
                 created = parse_timestamp(at)  # state_check has refused a state where it is not one
@@ -203,24 +266,37 @@ class ExportState:
                 return PendingJob(window, export_type, None if job_id is None else str(job_id), created)
         return None
 
-    def keep_pending(self, windows: list[Window], export_type: str) -> None:
-        """Forget pending jobs of windows this run will not read (a changed config or an old state)."""
-        wanted = {(w.start.isoformat(), w.end.isoformat(), export_type) for w in windows}
+    def keep_pending(self, jobs: t.Iterable[tuple[Window, str, Selection | None]]) -> None:
+        """Forget pending jobs of windows this run will not read (a changed config or an old state).
+
+        `jobs`: (window, export type, selection) of every job this run may make."""
+        planned = list(jobs)
         self.state["pending_jobs"] = [
             entry
             for entry in self.state.get("pending_jobs", [])
-            if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) in wanted
+            if any(_matches(entry, window, export_type, selection) for window, export_type, selection in planned)
         ]
 
-    def job_requested(self, window: Window, export_type: str, requested_at: dt.datetime) -> None:
+    def job_requested(
+        self, window: Window, export_type: str, requested_at: dt.datetime, selection: Selection | None = None
+    ) -> None:
         """Written before the job is requested: if the run dies before the answer, the next one knows to look
         for the job Backstory may have made."""
-        self._set_pending(window, export_type, job_id=None, requested_at=format_timestamp(requested_at))
+        at = format_timestamp(requested_at)
+        self._set_pending(window, export_type, selection, job_id=None, requested_at=at)
 
-    def job_created(self, window: Window, export_type: str, job_id: str, created_at: dt.datetime) -> None:
-        self._set_pending(window, export_type, job_id=str(job_id), created_at=format_timestamp(created_at))
+    def job_created(
+        self,
+        window: Window,
+        export_type: str,
+        job_id: str,
+        created_at: dt.datetime,
+        selection: Selection | None = None,
+    ) -> None:
+        at = format_timestamp(created_at)
+        self._set_pending(window, export_type, selection, job_id=str(job_id), created_at=at)
 
-    def _set_pending(self, window: Window, export_type: str, **entry: str | None) -> None:
+    def _set_pending(self, window: Window, export_type: str, selection: Selection | None, **entry: t.Any) -> None:
         # One entry per window start: a window asked for again with another end (Backstory refused its end
         # date in the future) replaces the refused request's entry, for which no job exists.
         start = window.start.isoformat()
@@ -228,7 +304,10 @@ class ExportState:
             other
             for other in self.state.get("pending_jobs", [])
             if (other.get("window_start"), other.get("export_type")) != (start, export_type)
+            or other.get("selection", selection) != selection
         ]
+        if selection is not None:
+            entry = {"selection": selection, **entry}
         self.state.setdefault("pending_jobs", []).append(
             {
                 "window_start": window.start.isoformat(),
@@ -238,34 +317,67 @@ class ExportState:
             }
         )
 
-    def window_done(self, window: Window, export_type: str, today: dt.date, *, last: bool) -> None:
-        """Advance the bookmark past a fully emitted window (never backwards).
+    def window_done(
+        self,
+        window: Window,
+        export_type: str,
+        today: dt.date,
+        *,
+        last: bool,
+        selection: Selection | None = None,
+        parts: t.Iterable[Selection] = (),
+    ) -> None:
+        """Advance the bookmark past a fully emitted window (never backwards); `parts` are covered from the
+        first window on (the coverage of the backfill, or of parts a gap backfill already filled, is kept).
 
         Its data is as of its job's creation: a job an earlier run created (and this one resumed) earns the
         day before the day it was created, not the day before today."""
-        pending = self.pending_job(window, export_type)
+        pending = self.pending_job(window, export_type, selection)
         as_of = today
         if pending is not None:
             created = pending.created_at
             as_of = min(today, (created.astimezone(dt.timezone.utc) if created.tzinfo else created).date())
-        self._drop_pending(window, export_type)
+        self._drop_pending(window, export_type, selection)
+        for part in parts:  # the first window of a backfill starts its coverage
+            entries = self.state.setdefault("coverage", [])
+            if not any(_selection(entry) == part for entry in entries):
+                entries.append({"start_date": window.start.isoformat(), **part})
         reached = completed_through(window, as_of)
         if self.bookmark is None or reached > self.bookmark:
             self.state["bookmark"] = reached.isoformat()
         if last and export_type == "snapshot":
             self.state["snapshot_done"] = True
 
-    def forget_job(self, window: Window, export_type: str) -> None:
+    def forget_job(self, window: Window, export_type: str, selection: Selection | None = None) -> None:
         """Drop a window's pending job (its data proved unreadable), keeping the bookmark where it is."""
-        self._drop_pending(window, export_type)
+        self._drop_pending(window, export_type, selection)
 
-    def _drop_pending(self, window: Window, export_type: str) -> None:
-        key = (window.start.isoformat(), window.end.isoformat(), export_type)
+    def _drop_pending(self, window: Window, export_type: str, selection: Selection | None) -> None:
         self.state["pending_jobs"] = [
             entry
             for entry in self.state.get("pending_jobs", [])
-            if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) != key
+            if not _matches(entry, window, export_type, selection)
         ]
+
+
+def _selection(entry: dict) -> Selection:
+    """The selection of a coverage entry (the entry less its `start_date`)."""
+    return {key: value for key, value in entry.items() if key != "start_date"}
+
+
+def _matches(entry: dict, window: Window, export_type: str, selection: Selection | None) -> bool:
+    """Whether a pending entry is the job of this window, export type and selection.
+
+    An entry without `selection` was written by a tap before coverage (issue 23) for the selection of the
+    config then: it is taken to be the one asked for now, as it was then. An entry naming another selection
+    is another job (the config's activity_type changed while it was pending: its data would be wrong)."""
+    if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) != (
+        window.start.isoformat(),
+        window.end.isoformat(),
+        export_type,
+    ):
+        return False
+    return "selection" not in entry or entry["selection"] == selection
 
 
 def format_timestamp(moment: dt.datetime) -> str:

@@ -120,7 +120,7 @@ def test_pending_jobs_are_recorded_found_and_dropped_per_window():
     assert export.pending_job(first, "snapshot") is None  # another export type is another job
     export.job_created(first, "delta", "124", created)  # a retried window replaces its entry
     assert [entry["job_id"] for entry in state["pending_jobs"]] == ["abc", "124"]
-    export.keep_pending([second], "delta")
+    export.keep_pending([(second, "delta", None)])
     assert [entry["job_id"] for entry in state["pending_jobs"]] == ["abc"]
     export.window_done(second, "delta", TODAY, last=True)
     assert state["pending_jobs"] == []

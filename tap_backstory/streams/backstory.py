@@ -13,7 +13,7 @@ import typing as t
 from tap_backstory.formats import DataError, read_csv_records, read_json_records
 from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
-from tap_backstory.windows import ExportState, Window, parse_day, plural
+from tap_backstory.windows import ExportState, Selection, Window, parse_day, plan_windows, plural
 
 if t.TYPE_CHECKING:
     from tap_backstory.client import ApiClient
@@ -43,27 +43,66 @@ class BackstoryExportStream(TapStream):
         if self.child_streams:
             yield from super().generate_child_contexts(record, context)
 
+    # --- what a window holds: the settings coverage keeps track of (docs/state.md) -----------------------
+
+    def selection(self) -> Selection:
+        """The settings of this run that decide what a window holds (kept in state as its coverage)."""
+        raise NotImplementedError
+
+    def parts(self) -> list[Selection]:
+        """The selection split into what coverage tracks separately (one activity type each)."""
+        return [self.selection()]
+
+    def covers(self, covered: Selection, wanted: Selection) -> bool:
+        return covered == wanted
+
+    def requests(self, parts: list[Selection]) -> list[tuple[Selection, list[Selection]]]:
+        """How to ask Backstory for `parts` of one date range: (request selection, the parts it fills)."""
+        return [(part, [part]) for part in parts]
+
+    def selection_of(self, body: dict) -> Selection:
+        """The selection a request body asks for (pending jobs are kept per selection)."""
+        raise NotImplementedError
+
+    def describe(self, selection: Selection) -> str:
+        return ", ".join(f"{key} {value if value is not None else 'any'}" for key, value in selection.items())
+
+    def backfill_note(self, part: Selection, gap: Window, covered_since: dt.date | None) -> str:
+        """What a backfill of `gap` reads again, if anything (logged with it)."""
+        return "nothing already extracted is read again"
+
     def get_records(self, context: dict | None) -> t.Iterable[dict]:
         config, today = self.config, self.tap.clock.today()
         end = parse_day(config["end_date"], "end_date") if config.get("end_date") else today
+        start_date = parse_day(config["start_date"], "start_date")
+        reach_future = not config.get("end_date")  # a user's end_date is where the user wants it to end
         state = ExportState(self.bookmarks)
+        backfill = self._plan_backfill(state, start_date, reach_future)
         export_type, windows = state.plan(
-            start_date=parse_day(config["start_date"], "start_date"),
+            start_date=start_date,
             end_date=end,
             snapshot_window_days=int(config["snapshot_window_days"]),
             delta_window_days=int(config["delta_window_days"]) if self.has_delta else None,
-            reach_future=not config.get("end_date"),  # a user's end_date is where the user wants it to end
+            reach_future=reach_future,
         )
+        selection, parts = self.selection(), self.parts()
+        planned = [_Planned(window, "snapshot", chosen, filled) for chosen, filled, window in backfill]
+        planned += [_Planned(window, export_type, selection, parts, main=True) for window in windows]
         # A window reaching past today falls back to ending today if Backstory refuses its end date.
-        fallbacks = {window: Window(window.start, end) for window in windows if window.end > end}
-        state.keep_pending([*windows, *fallbacks.values()], export_type)
-        if not windows:
+        fallbacks = {item.window: Window(item.window.start, end) for item in planned if item.window.end > end}
+        windows_of = [(item, item.window) for item in planned]
+        windows_of += [(item, fallbacks[item.window]) for item in planned if item.window in fallbacks]
+        state.keep_pending([(window, item.export_type, item.selection) for item, window in windows_of])
+        if not planned:
             self.logger.info("%s: nothing to do, the bookmark %s already reaches %s", self.name, state.bookmark, end)
             return
-        self.logger.info(
-            "%s: %d %s window(s) from %s to %s", self.name, len(windows), export_type, windows[0].start, end
-        )
-        for window in fallbacks:
+        if windows:
+            self.logger.info(
+                "%s: %d %s window(s) from %s to %s", self.name, len(windows), export_type, windows[0].start, end
+            )
+        else:
+            self.logger.info("%s: no new window, the bookmark %s already reaches %s", self.name, state.bookmark, end)
+        for window in {item.window for item in planned if item.window in fallbacks}:
             self.logger.info(
                 "%s: the last snapshot window reaches %s, %s after today, for activities dated ahead "
                 "(meetings) that were processed before the deltas start; those dated later are in no export",
@@ -73,35 +112,95 @@ class BackstoryExportStream(TapStream):
             )
 
         specs = [
-            self._job_spec(window, export_type, state, fallbacks.get(window), number, len(windows))
-            for number, window in enumerate(windows, start=1)
+            self._job_spec(item, state, fallbacks.get(item.window), number, len(planned))
+            for number, item in enumerate(planned, start=1)
         ]
-        for spec, job_id, records in self._engine(state).run(specs):
+        last_start = windows[-1].start if windows else None
+        for item, (spec, job_id, records) in zip(planned, self._engine(state).run(specs), strict=True):
             try:
                 yield from records
             except DataError:
                 # The job's file itself is unreadable (its download was complete): a resumed run must ask for a
                 # new export rather than reuse this job and fail on the same file until its retention ends.
-                state.forget_job(spec.window, export_type)
+                state.forget_job(spec.window, item.export_type, item.selection)
                 self.checkpoint()
                 self.logger.warning("Window %s: job %s is dropped from state; the next run creates a new one",
                                     spec, job_id)
                 raise
-            # `spec.window` may be a fallback ending earlier than the planned window: compare starts.
-            state.window_done(spec.window, export_type, today, last=spec.window.start == windows[-1].start)
+            if item.main:
+                # `spec.window` may be a fallback ending earlier than the planned window: compare starts.
+                last = spec.window.start == last_start
+                state.window_done(
+                    spec.window, item.export_type, today, last=last, selection=item.selection, parts=item.parts
+                )
+            else:
+                state.gap_done(spec.window, item.selection, item.parts)
             self.checkpoint()
+
+    def _plan_backfill(
+        self, state: ExportState, start_date: dt.date, reach_future: bool
+    ) -> list[tuple[Selection, list[Selection], Window]]:
+        """Snapshot windows for what the config asks beyond what the state covers (start_date moved earlier,
+        a wider selection), each part's windows newest first: coverage then grows one window at a time and
+        stays contiguous up to the bookmark, so an interrupted backfill resumes where it stopped."""
+        before = [dict(entry) for entry in state.coverage]
+        gaps, assumed = state.gaps(start_date=start_date, parts=self.parts(), covers=self.covers)
+        bookmark = state.bookmark
+        if assumed:
+            self.logger.warning(
+                "%s: the state records no coverage (written by an older tap-backstory): taking it to cover %s "
+                "from start_date %s through its bookmark %s. If start_date or these settings changed since "
+                "the run that wrote it, the records the change adds are not read: to get them, run once with "
+                "the old settings, then with the new ones",
+                self.name,
+                self.describe(self.selection()),
+                start_date,
+                bookmark,
+            )
+        elif before and not gaps and state.coverage != before:
+            self.logger.info(
+                "%s: the config selects less than the state covered; coverage is now %s (nothing is read "
+                "again; the bookmark carries on)",
+                self.name,
+                "; ".join(_describe_entry(self, entry) for entry in state.coverage) or "nothing",
+            )
+        by_range: dict[Window, list[Selection]] = {}
+        for part, gap in gaps:
+            by_range.setdefault(gap, []).append(part)
+        length = int(self.config["snapshot_window_days"])
+        # Reaching the deltas' start (the hand-off): the newest window takes activities dated ahead.
+        stretch = reach_future and self.has_delta and bool(state.state.get("snapshot_done"))
+        planned = []
+        for gap, parts in by_range.items():
+            for chosen, filled in self.requests(parts):
+                windows = plan_windows(gap.start, gap.end, length)[::-1]
+                if stretch and gap.end == bookmark:
+                    windows[0] = Window(windows[0].start, windows[0].start + dt.timedelta(days=length - 1))
+                since = min((state.covered_since(part, self.covers) for part in filled), default=None)
+                self.logger.info(
+                    "%s: the config asks for %s from %s, beyond what the state covers; backfilling %s with %s "
+                    "(newest first) before going on from the bookmark: %s",
+                    self.name,
+                    self.describe(chosen),
+                    start_date,
+                    gap,
+                    plural(len(windows), "snapshot window"),
+                    self.backfill_note(filled[0], gap, since),
+                )
+                planned += [(chosen, filled, window) for window in windows]
+        return planned
 
     def _engine(self, state: ExportState) -> ExportJobs:
         """The job engine, with every job request and creation written to state at once."""
 
         def on_requesting(spec: JobSpec, at: dt.datetime) -> None:
             # Announced before the request: a run killed before the answer looks for the job in Backstory's list.
-            state.job_requested(spec.window, spec.export_type, at)
+            state.job_requested(spec.window, spec.export_type, at, self.selection_of(spec.body))
             self.checkpoint()
 
         def on_created(spec: JobSpec, job_id: str, created_at: dt.datetime) -> None:
             # Kept in state at once: a run killed from here on resumes with this job, not a new one.
-            state.job_created(spec.window, spec.export_type, job_id, created_at)
+            state.job_created(spec.window, spec.export_type, job_id, created_at, self.selection_of(spec.body))
             self.checkpoint()
 
         config = self.config
@@ -121,22 +220,41 @@ class BackstoryExportStream(TapStream):
         )
 
     def _job_spec(
-        self, window: Window, export_type: str, state: ExportState, fallback: Window | None, number: int, count: int
+        self, item: _Planned, state: ExportState, fallback: Window | None, number: int, count: int
     ) -> JobSpec:
         """Window `number` of `count`: its request, its job from state, and its fallback ending today."""
 
         def spec_of(window: Window) -> JobSpec:
-            body = self.request_body(window, export_type)
-            resume = state.pending_job(window, export_type)
-            return JobSpec(window, export_type, body, resume, number=number, count=count)
+            body = self.request_body(window, item.export_type, item.selection)
+            resume = state.pending_job(window, item.export_type, item.selection)
+            return JobSpec(window, item.export_type, body, resume, number=number, count=count)
 
-        spec = spec_of(window)
+        spec = spec_of(item.window)
         if fallback is None:
             return spec
         fallen_back = spec_of(fallback)
         if fallen_back.resume is not None and spec.resume is None:
             return fallen_back  # an interrupted run today fell back already: go on with its job
         return dataclasses.replace(spec, fallback=fallen_back)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    """One window of a run: a gap backfill's (`main` False) or one going on from the bookmark."""
+
+    window: Window
+    export_type: str
+    selection: Selection  # what the request asks for
+    parts: list[Selection]  # the parts of coverage it fills
+    main: bool = False
+
+
+def _describe_entry(stream: BackstoryExportStream, entry: dict) -> str:
+    selection = {key: value for key, value in entry.items() if key != "start_date"}
+    return f"{stream.describe(selection)} from {entry['start_date']}"
+
+
+ACTIVITY_TYPES = ("email", "meeting", "call")
 
 
 class ActivitiesStream(BackstoryExportStream):
@@ -151,14 +269,40 @@ class ActivitiesStream(BackstoryExportStream):
     def api(self) -> ApiClient:
         return self.tap.activity_api
 
-    def request_body(self, window: Window, export_type: str) -> dict:
+    def request_body(self, window: Window, export_type: str, selection: Selection) -> dict:
         return {
             "start_date": window.start.isoformat(),
             "end_date": window.end.isoformat(),
-            "activity_type": self.config["activity_type"],
+            "activity_type": selection["activity_type"],
             "output_format": "JSONLines",
             "export_type": export_type,
         }
+
+    def selection(self) -> Selection:
+        return {"activity_type": self.config["activity_type"]}
+
+    def parts(self) -> list[Selection]:
+        """One part per activity type: `all` is email, meeting and call, each covered on its own."""
+        wanted = self.config["activity_type"]
+        return [{"activity_type": kind} for kind in ACTIVITY_TYPES if wanted in ("all", kind)]
+
+    def requests(self, parts: list[Selection]) -> list[tuple[Selection, list[Selection]]]:
+        """Every type over one range: one `all` job per window; otherwise one job per type added (the API
+        takes one activity_type or `all`), so no activity already extracted is read again."""
+        if len(parts) == len(ACTIVITY_TYPES):
+            return [({"activity_type": "all"}, parts)]
+        return super().requests(parts)
+
+    def selection_of(self, body: dict) -> Selection:
+        return {"activity_type": body["activity_type"]}
+
+    def backfill_note(self, part: Selection, gap: Window, covered_since: dt.date | None) -> str:
+        if covered_since is None:
+            return "the snapshot selects by activity date, so no activity already extracted is read again"
+        return (
+            "activities dated in it and processed after the backfill that covered them came in deltas already "
+            "and are read again (targets upsert on uid)"
+        )
 
 
 class EnrichedContactsStream(BackstoryExportStream):
@@ -172,20 +316,57 @@ class EnrichedContactsStream(BackstoryExportStream):
     def api(self) -> ApiClient:
         return self.tap.object_api
 
-    def request_body(self, window: Window, export_type: str) -> dict:
-        config = self.config
+    def request_body(self, window: Window, export_type: str, selection: Selection) -> dict:
         body = {
-            "include_historical": config["contacts_include_historical"],
-            "include_existing": config["contacts_include_existing"],
-            "output_format": config["contacts_output_format"],
+            "include_historical": selection["contacts_include_historical"],
+            "include_existing": selection["contacts_include_existing"],
+            "output_format": self.config["contacts_output_format"],
             "start_date": window.start.isoformat(),
             "end_date": window.end.isoformat(),
-            "is_sourced_by_people_ai": config["contacts_is_sourced_by_people_ai"],
+            "is_sourced_by_people_ai": selection["contacts_is_sourced_by_people_ai"],
         }
         for name in ("country", "state"):  # optional filters: absent means "any"
-            if config.get(f"contacts_{name}"):
-                body[name] = config[f"contacts_{name}"]
+            if selection[f"contacts_{name}"]:
+                body[name] = selection[f"contacts_{name}"]
         return body
+
+    def selection(self) -> Selection:
+        config = self.config
+        return {
+            "contacts_country": config.get("contacts_country") or None,
+            "contacts_state": config.get("contacts_state") or None,
+            "contacts_is_sourced_by_people_ai": bool(config["contacts_is_sourced_by_people_ai"]),
+            "contacts_include_historical": bool(config["contacts_include_historical"]),
+            "contacts_include_existing": bool(config["contacts_include_existing"]),
+        }
+
+    def covers(self, covered: Selection, wanted: Selection) -> bool:
+        """Every contact `wanted` selects is one `covered` selected: no filter of `covered` is narrower."""
+        return (
+            all(covered[key] in (None, wanted[key]) for key in ("contacts_country", "contacts_state"))
+            and (not covered["contacts_is_sourced_by_people_ai"] or wanted["contacts_is_sourced_by_people_ai"])
+            and all(
+                covered[key] or not wanted[key]
+                for key in ("contacts_include_historical", "contacts_include_existing")
+            )
+        )
+
+    def selection_of(self, body: dict) -> Selection:
+        return {
+            "contacts_country": body.get("country"),
+            "contacts_state": body.get("state"),
+            "contacts_is_sourced_by_people_ai": body["is_sourced_by_people_ai"],
+            "contacts_include_historical": body["include_historical"],
+            "contacts_include_existing": body["include_existing"],
+        }
+
+    def backfill_note(self, part: Selection, gap: Window, covered_since: dt.date | None) -> str:
+        if covered_since is not None:
+            return "nothing already extracted is read again"
+        return (
+            "the contacts the old filters selected are read again (the API cannot select only those they left "
+            "out; targets upsert on email)"
+        )
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
         if self.config["contacts_output_format"] == "CSV":
