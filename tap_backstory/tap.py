@@ -406,7 +406,7 @@ class TapBackstory(Tap):
 
     def load_state(self, state: dict[str, t.Any]) -> None:
         """Refuse, before any request, a state file this tap did not write (see `state_check`)."""
-        check_state(state)
+        check_state(state, today=self.clock.today())
         super().load_state(state)
 
     # --- API clients, one per credential, shared by the streams that use it ---------------------------
