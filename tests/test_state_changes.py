@@ -376,3 +376,26 @@ def test_an_intent_feed_added_gets_its_first_window_and_the_other_goes_on_from_i
         rows = Counter(record["feed_id"] for record in second.records(cb.INTENT))
         assert rows[FEED_A_ID] == cb.data.expected_intent_rows(sb.settings, FEED_A_ID, TODAY, later)
         assert rows[FEED_B_ID] == cb.expected_rows(sb, FEED_B_ID, 3)
+
+
+def test_intent_settings_that_ask_for_rows_already_passed_warn_once_naming_the_days():
+    """A search always ends today: the rows a widened setting adds to days already read would cost the quota of
+    every row since; the tap does not spend it silently, it says what is left out and how to get it."""
+    with cb.sandbox() as sb:
+        config = cb.tap_config(sb, intent_feed_ids=[FEED_A_ID], intent_require_contact_id=True)
+        first = run(sb, config)
+        start = (TODAY - dt.timedelta(days=2)).isoformat()
+        assert stream_state(first.final_state, cb.INTENT)["feeds"][FEED_A_ID]["coverage"]["start_date"] == start
+        later = TODAY + dt.timedelta(days=1)
+        sb.set_today(later)
+        widened = {**config, "intent_require_contact_id": False, "intent_lookback_days": 6}
+        second = run(sb, widened, state=first.final_state)
+        said = [line for line in second.stderr.splitlines() if "are not in any run" in line or "are not read" in line]
+        assert len(said) == 2 and all("WARNING" in line for line in said)
+        assert f"rows without a contact_id of {start}..{TODAY}" in said[0]
+        assert f"remove bookmarks.intent_feed_exports.feeds.{FEED_A_ID}" in said[0]
+        reaches = (later - dt.timedelta(days=5)).isoformat()
+        assert f"reaches back to {reaches}" in said[1] and f"days {reaches}..2026-02-26 are not read" in said[1]
+        sb.set_today(later + dt.timedelta(days=1))
+        third = run(sb, {**widened, "intent_lookback_days": 3}, state=second.final_state)
+        assert "are not in any run" not in third.stderr and "are not read" not in third.stderr
