@@ -81,9 +81,13 @@ def _check_export(stream_state: dict, where: str, today: dt.date | None) -> None
         if not isinstance(entry, dict):
             _fail(f"{at} must be an object, got {_kind(entry)}")
         _day(entry, "start_date", at, required=True)
-        unknown = sorted(set(entry) - {"start_date", *SELECTION_KEYS[where.rpartition(".")[2]]})
+        settings = SELECTION_KEYS[where.rpartition(".")[2]]
+        unknown = sorted(set(entry) - {"start_date", *settings})
         if unknown:
             _fail(f"{at} has {', '.join(unknown)}, which is not a setting that selects its records")
+        for setting, allowed in settings.items():
+            if setting not in entry or not allowed(entry[setting]):
+                _fail(f"{at}.{setting} is missing or not a value of that setting, got {_short(entry.get(setting))}")
     jobs = stream_state.get("pending_jobs", [])
     if not isinstance(jobs, list):
         _fail(f"{where}.pending_jobs must be a list, got {_kind(jobs)}")
@@ -118,6 +122,11 @@ def _check_intent(stream_state: dict, where: str, today: dt.date | None) -> None
             _fail(f"{at} must be an object, got {_kind(feed_state)}")
         for key in ("last_window_start", "last_window_end"):
             _day(feed_state, key, at)
+        covered = feed_state.get("coverage")
+        if covered is not None:
+            if not isinstance(covered, dict):
+                _fail(f"{at}.coverage must be an object, got {_kind(covered)}")
+            _day(covered, "start_date", f"{at}.coverage", required=True)
         last_end = feed_state.get("last_window_end")
         if last_end and today is not None and parse_day(last_end, at) > today:
             _fail(
@@ -149,17 +158,26 @@ def _check_enrichment(stream_state: dict, where: str, today: dt.date | None) -> 
         _fail(f"{where}.pending_contact_ids must be a list of contact_id strings")
 
 
-SELECTION_KEYS = {
-    "activities": ("activity_type",),
-    "enriched_contacts": (
-        "contacts_country",
-        "contacts_state",
-        "contacts_is_sourced_by_people_ai",
-        "contacts_include_historical",
-        "contacts_include_existing",
-    ),
+def _is_flag(value: t.Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_filter(value: t.Any) -> bool:
+    return value is None or (isinstance(value, str) and bool(value))
+
+
+SELECTION_KEYS: dict[str, dict[str, t.Callable[[t.Any], bool]]] = {
+    "activities": {"activity_type": lambda value: value in ("email", "meeting", "call", "all")},
+    "enriched_contacts": {
+        "contacts_country": _is_filter,
+        "contacts_state": _is_filter,
+        "contacts_is_sourced_by_people_ai": _is_flag,
+        "contacts_include_historical": _is_flag,
+        "contacts_include_existing": _is_flag,
+    },
 }
-"""The settings a coverage entry of each export stream may name (`streams/backstory.py` `selection`)."""
+"""The settings every coverage entry of each export stream names, and their values (`streams/backstory.py`
+`selection`)."""
 
 CHECKS: dict[str, t.Callable[[dict, str, dt.date | None], None]] = {
     "activities": _check_export,

@@ -296,6 +296,10 @@ def test_a_state_written_before_coverage_is_taken_to_cover_the_configured_select
             {"bookmark": "2026-02-01", "coverage": [{"start_date": "2026-01-01", "country": "x"}]},
             "coverage[0] has country, which is not a setting",
         ),
+        (
+            {"bookmark": "2026-02-01", "coverage": [{"start_date": "2026-01-01"}]},
+            "coverage[0].activity_type is missing or not a value of that setting",
+        ),
     ],
 )
 def test_an_impossible_export_state_is_refused_in_one_line_before_any_request(stream_state_: dict, needle: str):

@@ -212,3 +212,55 @@ def test_a_window_retried_with_another_end_keeps_one_pending_entry():
     export.job_requested(Window(D("2026-02-25"), D("2026-03-11")), "snapshot", asked)
     export.job_requested(Window(D("2026-02-25"), TODAY), "snapshot", asked)
     assert [(e["window_start"], e["window_end"]) for e in state["pending_jobs"]] == [("2026-02-25", "2026-03-01")]
+
+
+# --- coverage: what the bookmark stands for (issue 23) ---------------------------------------------------
+EMAIL, MEETING, CALL = ({"activity_type": kind} for kind in ("email", "meeting", "call"))
+
+
+def same(covered: dict, wanted: dict) -> bool:
+    return covered == wanted
+
+
+def test_gaps_are_what_the_config_asks_beyond_the_coverage_each_ending_at_the_bookmark_at_most():
+    state = {"bookmark": "2026-02-28", "coverage": [{"start_date": "2026-01-01", **EMAIL}]}
+    export = ExportState(state)
+    gaps, assumed = export.gaps(start_date=D("2025-12-01"), parts=[EMAIL, MEETING, CALL], covers=same)
+    assert not assumed
+    assert gaps == [
+        (EMAIL, Window(D("2025-12-01"), D("2025-12-31"))),  # start_date moved earlier
+        (MEETING, Window(D("2025-12-01"), D("2026-02-28"))),  # types added: the whole covered range too
+        (CALL, Window(D("2025-12-01"), D("2026-02-28"))),
+    ]
+    # A gap filled newest window first: the coverage grows back one window at a time.
+    export.gap_done(Window(D("2026-02-01"), D("2026-02-28")), MEETING, [MEETING])
+    assert export.covered_since(MEETING, same) == D("2026-02-01")
+    gaps, _ = export.gaps(start_date=D("2025-12-01"), parts=[MEETING], covers=same)
+    assert gaps == [(MEETING, Window(D("2025-12-01"), D("2026-01-31")))]
+    assert state["coverage"] == [{"start_date": "2026-02-01", **MEETING}]  # a narrowing keeps only what is asked
+
+
+def test_a_state_without_coverage_is_taken_to_cover_the_config_and_one_without_bookmark_covers_nothing():
+    state: dict = {"bookmark": "2026-02-28", "snapshot_done": True}
+    gaps, assumed = ExportState(state).gaps(start_date=D("2026-01-01"), parts=[EMAIL], covers=same)
+    assert (gaps, assumed) == ([], True)
+    assert state["coverage"] == [{"start_date": "2026-01-01", **EMAIL}]
+    assert ExportState(state).gaps(start_date=D("2026-01-01"), parts=[EMAIL], covers=same) == ([], False)
+    fresh: dict = {"coverage": [{"start_date": "2026-01-01", **EMAIL}]}
+    assert ExportState(fresh).gaps(start_date=D("2025-01-01"), parts=[EMAIL], covers=same) == ([], False)
+    assert "coverage" not in fresh  # the first window writes it
+
+
+def test_the_first_window_starts_the_coverage_and_pending_jobs_are_kept_per_selection():
+    state: dict = {}
+    export = ExportState(state)
+    window = Window(D("2026-02-01"), D("2026-02-14"))
+    created = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
+    export.job_created(window, "snapshot", "1", created, MEETING)
+    export.job_created(window, "snapshot", "2", created, CALL)
+    assert [entry["job_id"] for entry in state["pending_jobs"]] == ["1", "2"]
+    assert export.pending_job(window, "snapshot", CALL).job_id == "2"  # type: ignore[union-attr]
+    assert export.pending_job(window, "snapshot", EMAIL) is None  # another activity_type is another job
+    export.window_done(window, "snapshot", TODAY, last=False, selection=MEETING, parts=[MEETING])
+    assert state["coverage"] == [{"start_date": "2026-02-01", **MEETING}]
+    assert [entry["job_id"] for entry in state["pending_jobs"]] == ["2"]

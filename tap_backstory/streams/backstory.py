@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import typing as t
 
 from tap_backstory.formats import DataError, read_csv_records, read_json_records
@@ -157,7 +158,7 @@ class BackstoryExportStream(TapStream):
                 start_date,
                 bookmark,
             )
-        elif before and not gaps and state.coverage != before:
+        elif before and not gaps and _canonical(state.coverage) != _canonical(before):
             self.logger.info(
                 "%s: the config selects less than the state covered; coverage is now %s (nothing is read "
                 "again; the bookmark carries on)",
@@ -254,6 +255,10 @@ def _describe_entry(stream: BackstoryExportStream, entry: dict) -> str:
     return f"{stream.describe(selection)} from {entry['start_date']}"
 
 
+def _canonical(coverage: list[dict]) -> list[str]:
+    return sorted(json.dumps(entry, sort_keys=True) for entry in coverage)
+
+
 ACTIVITY_TYPES = ("email", "meeting", "call")
 
 
@@ -285,6 +290,9 @@ class ActivitiesStream(BackstoryExportStream):
         """One part per activity type: `all` is email, meeting and call, each covered on its own."""
         wanted = self.config["activity_type"]
         return [{"activity_type": kind} for kind in ACTIVITY_TYPES if wanted in ("all", kind)]
+
+    def covers(self, covered: Selection, wanted: Selection) -> bool:
+        return covered["activity_type"] in ("all", wanted["activity_type"])
 
     def requests(self, parts: list[Selection]) -> list[tuple[Selection, list[Selection]]]:
         """Every type over one range: one `all` job per window; otherwise one job per type added (the API
