@@ -70,8 +70,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         "start_date",
         th.DateType,
         title="Start date",
-        description="First UTC day (YYYY-MM-DD) to extract on the first run of the Backstory streams. "
-        "Required when a Backstory key pair is set.",
+        description="First UTC day (YYYY-MM-DD) to extract for the Backstory streams. Moved earlier after a run, "
+        "the next run backfills the days added first (docs/state.md). Required when a Backstory key pair is set.",
     ),
     th.Property(
         "end_date",
@@ -85,7 +85,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         default="all",
         allowed_values=["all", "email", "meeting", "call"],
         title="Activity type",
-        description="Which activities to export: all, email, meeting or call.",
+        description="Which activities to export: all, email, meeting or call. Widened after a run, the next run "
+        "backfills the types added over the days already extracted first (docs/state.md).",
     ),
     th.Property(
         "snapshot_window_days",

@@ -151,6 +151,8 @@ class ExportState:
 
     `bookmark`       last UTC day fully extracted after it had ended (absent before the first window).
     `snapshot_done`  the first (snapshot) backfill reached the end; later `activities` runs use delta.
+    `coverage`       what the bookmark stands for: the records each entry's settings select, from its
+                     `start_date` through the bookmark, are extracted (issue 23; `gaps`).
     `pending_jobs`   jobs created (or being requested) for windows not yet emitted: reused by a resumed run.
 
     The dict is the SDK's stream state, mutated in place, so a STATE message emits it as is.
