@@ -177,7 +177,8 @@ class BackstoryExportStream(TapStream):
                 windows = plan_windows(gap.start, gap.end, length)[::-1]
                 if stretch and gap.end == bookmark:
                     windows[0] = Window(windows[0].start, windows[0].start + dt.timedelta(days=length - 1))
-                since = min((state.covered_since(part, self.covers) for part in filled), default=None)
+                covered = [state.covered_since(part, self.covers) for part in filled]
+                since = min((day for day in covered if day is not None), default=None)
                 self.logger.info(
                     "%s: the config asks for %s from %s, beyond what the state covers; backfilling %s with %s "
                     "(newest first) before going on from the bookmark: %s",
@@ -306,7 +307,10 @@ class ActivitiesStream(BackstoryExportStream):
 
     def backfill_note(self, part: Selection, gap: Window, covered_since: dt.date | None) -> str:
         if covered_since is None:
-            return "the snapshot selects by activity date, so no activity already extracted is read again"
+            return (
+                "no activity already extracted is read again, but those of the types added processed since the "
+                "bookmark come in the deltas too (targets upsert on uid)"
+            )
         return (
             "activities dated in it and processed after the backfill that covered them came in deltas already "
             "and are read again (targets upsert on uid)"
@@ -370,7 +374,7 @@ class EnrichedContactsStream(BackstoryExportStream):
 
     def backfill_note(self, part: Selection, gap: Window, covered_since: dt.date | None) -> str:
         if covered_since is not None:
-            return "nothing already extracted is read again"
+            return "contacts of those days extracted before with other filters, if any, are read again"
         return (
             "the contacts the old filters selected are read again (the API cannot select only those they left "
             "out; targets upsert on email)"
