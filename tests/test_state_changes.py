@@ -174,6 +174,51 @@ def test_activity_type_widened_from_email_to_all_backfills_meetings_and_calls_ov
         )
 
 
+def test_start_date_earlier_and_activity_type_widened_at_once_backfill_each_type_its_own_range():
+    with sandbox() as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=30, activity_type="email")
+        first = run(sb, config)
+        sb.reset_stats()
+        second = run(sb, {**config, "start_date": "2026-01-15", "activity_type": "all"}, state=first.final_state)
+        # Email only over the days added; meetings and calls over those and the covered range, one job per type
+        # and window, newest first (the newest stretched to its full 30 days, as after a first backfill).
+        assert made(sb) == [
+            ("snapshot", "email", "2026-01-15", "2026-01-31"),
+            ("snapshot", "meeting", "2026-02-14", "2026-03-15"),
+            ("snapshot", "meeting", "2026-01-15", "2026-02-13"),
+            ("snapshot", "call", "2026-02-14", "2026-03-15"),
+            ("snapshot", "call", "2026-01-15", "2026-02-13"),
+            ("delta", "all", TODAY.isoformat(), TODAY.isoformat()),
+        ]
+        one, two = once(uids(first)), set(uids(second))
+        assert one | two == expected_activity_uids(sb.settings, D("2026-01-15"), FAR, "snapshot")
+        assert not one & two - processed_on(sb, TODAY)  # no email of run 1 read again but the documented day
+        assert sorted(coverage(second.final_state), key=lambda e: TYPES.index(e["activity_type"])) == types_since(
+            "2026-01-15", *TYPES
+        )
+
+
+def test_a_job_pending_for_another_activity_type_is_not_resumed():
+    with sandbox(job_run_seconds=0.5) as sb:
+        config = tap_config(sb, "activities", start_date="2026-02-01", snapshot_window_days=15, activity_type="email")
+
+        def job_saved(message: dict, _: list[dict]) -> bool:
+            if message["type"] != "STATE":
+                return False
+            return any(entry["job_id"] for entry in stream_state(message["value"], "activities")["pending_jobs"])
+
+        killed = run_until(sb, config, job_saved)
+        pending = stream_state(killed.final_state, "activities")["pending_jobs"]
+        assert {entry["selection"]["activity_type"] for entry in pending} == {"email"}
+        sb.reset_stats()
+        resumed = run(sb, {**config, "activity_type": "all"}, state=killed.final_state)
+        assert "resuming export job" not in resumed.stderr
+        assert {job[1] for job in made(sb)} == {"all"}
+        assert set(uids(killed)) | set(uids(resumed)) == expected_activity_uids(
+            sb.settings, D("2026-02-01"), FAR, "snapshot"
+        )
+
+
 @pytest.mark.parametrize("change", ["activity_type_narrowed", "start_date_later"])
 def test_a_narrowing_carries_the_bookmark_on_and_reads_nothing_again(change: str):
     with sandbox() as sb:
