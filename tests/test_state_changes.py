@@ -294,6 +294,23 @@ def test_a_widened_contacts_filter_re_reads_the_covered_range_with_the_new_filte
         assert coverage(second.final_state, "enriched_contacts") == [{"start_date": "2026-02-01", **CONTACTS_ANY}]
 
 
+def test_contacts_start_date_moved_earlier_backfills_only_the_days_added():
+    with sandbox() as sb:
+        config = tap_config(sb, "enriched_contacts", start_date="2026-02-01", snapshot_window_days=15)
+        first = run(sb, config)
+        sb.reset_stats()
+        second = run(sb, {**config, "start_date": "2026-01-15"}, state=first.final_state)
+        assert [(w["start_date"], w["end_date"]) for w in windows(sb, "enriched_contacts")] == [
+            ("2026-01-30", "2026-01-31"),
+            ("2026-01-15", "2026-01-29"),
+            (TODAY.isoformat(), TODAY.isoformat()),
+        ]
+        one, two = once(emails(first)), once(emails(second))
+        assert one | two == expected_contact_emails(sb.settings, D("2026-01-15"), TODAY)
+        assert one & two <= expected_contact_emails(sb.settings, TODAY, TODAY)  # the documented day
+        assert coverage(second.final_state, "enriched_contacts") == [{"start_date": "2026-01-15", **CONTACTS_ANY}]
+
+
 def test_a_narrowed_contacts_filter_goes_on_from_the_bookmark_and_records_the_narrower_filter():
     with sandbox() as sb:
         config = tap_config(sb, "enriched_contacts", start_date="2026-02-01", snapshot_window_days=15)
