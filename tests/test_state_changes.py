@@ -59,7 +59,7 @@ def types_since(day: str, *types: str) -> list[dict]:
 
 
 def warnings(result) -> list[str]:
-    return [line for line in result.stderr.splitlines() if "WARNING" in line or "warning" in line.split(" ", 3)[:3]]
+    return [line for line in result.stderr.splitlines() if "WARNING" in line]
 
 
 # --- start_date moved earlier ---------------------------------------------------------------------------
