@@ -176,7 +176,7 @@ SELECTION_KEYS: dict[str, dict[str, t.Callable[[t.Any], bool]]] = {
         "contacts_include_existing": _is_flag,
     },
 }
-"""The settings every coverage entry of each export stream names, and their values (`streams/backstory.py`
+"""The settings every coverage entry of each export stream names, and their values (`coverage.py` selectors'
 `selection`)."""
 
 CHECKS: dict[str, t.Callable[[dict, str, dt.date | None], None]] = {

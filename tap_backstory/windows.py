@@ -122,9 +122,7 @@ def out_of_reach(last_end: dt.date, today: dt.date, cap: int) -> Window | None:
 
 Selection = dict[str, t.Any]
 """The settings that decide what a window holds, by setting name: `{"activity_type": "email"}` (see
-`streams/backstory.py`)."""
-Covers = t.Callable[[Selection, Selection], bool]
-"""covers(covered, wanted): whether records of `covered` include every record of `wanted`."""
+`coverage.py`). Pending jobs are kept per selection."""
 
 RETENTION = dt.timedelta(days=10)
 """Backstory keeps a job's files 10 days: an older job id in state is never reused."""
@@ -151,8 +149,7 @@ class ExportState:
 
     `bookmark`       last UTC day fully extracted after it had ended (absent before the first window).
     `snapshot_done`  the first (snapshot) backfill reached the end; later `activities` runs use delta.
-    `coverage`       what the bookmark stands for: the records each entry's settings select, from its
-                     `start_date` through the bookmark, are extracted (issue 23; `gaps`).
+    `coverage`       what the bookmark stands for (kept by `coverage.Coverage`).
     `pending_jobs`   jobs created (or being requested) for windows not yet emitted: reused by a resumed run.
 
     The dict is the SDK's stream state, mutated in place, so a STATE message emits it as is.
@@ -195,65 +192,6 @@ class ExportState:
             last = windows[-1]
             windows[-1] = Window(last.start, last.start + dt.timedelta(days=snapshot_window_days - 1))
         return "snapshot", windows
-
-    # --- coverage: what the bookmark stands for (issue 23; docs/state.md "Changing settings between runs") --
-
-    @property
-    def coverage(self) -> list[dict]:
-        """Entries `{"start_date": day, **selection}`: the records `selection` picks, from `start_date` through
-        the bookmark, are extracted. A selection is the settings that decide what a window holds."""
-        return self.state.get("coverage", [])
-
-    def gaps(
-        self, *, start_date: dt.date, parts: list[Selection], covers: Covers
-    ) -> tuple[list[tuple[Selection, Window]], bool]:
-        """What the config asks for (`parts`, from `start_date`) that the state does not cover: one range per
-        part, ending at the bookmark at most. Also records the coverage the config leaves (a narrowing keeps
-        the narrower selection, never the old wider one: the runs from now on read only that).
-
-        Returns (gaps, assumed): `assumed` when the state predates coverage and is taken to cover `parts`
-        from `start_date` (its first window is not known; the config of this run is the best guess)."""
-        bookmark = self.bookmark
-        if bookmark is None:
-            self.state.pop("coverage", None)
-            return [], False
-        assumed = "coverage" not in self.state
-        if assumed:
-            self.state["coverage"] = [{"start_date": start_date.isoformat(), **part} for part in parts]
-        gaps, kept = [], []
-        for part in parts:
-            since = self.covered_since(part, covers)
-            if since is None or since > bookmark:
-                since = next_start(bookmark)  # nothing of this part is covered yet
-            else:
-                kept.append({"start_date": since.isoformat(), **part})
-            if start_date < since:
-                gaps.append((part, Window(start_date, since - dt.timedelta(days=1))))
-        self.state["coverage"] = kept
-        return gaps, assumed
-
-    def covered_since(self, part: Selection, covers: Covers) -> dt.date | None:
-        days = [
-            parse_day(entry["start_date"], "the state's coverage start_date")
-            for entry in self.coverage
-            if covers(_selection(entry), part)
-        ]
-        return min(days, default=None)
-
-    def extend_coverage(self, parts: t.Iterable[Selection], start: dt.date) -> None:
-        """`parts` are now covered from `start` through the bookmark (an earlier start is kept)."""
-        entries = self.state.setdefault("coverage", [])
-        for part in parts:
-            entry = next((e for e in entries if _selection(e) == part), None)
-            if entry is None:
-                entries.append({"start_date": start.isoformat(), **part})
-            elif start < parse_day(entry["start_date"], "the state's coverage start_date"):
-                entry["start_date"] = start.isoformat()
-
-    def gap_done(self, window: Window, selection: Selection, parts: t.Iterable[Selection]) -> None:
-        """A backfill window of a gap is out: its parts are covered from its start on; the bookmark stays."""
-        self._drop_pending(window, "snapshot", selection)
-        self.extend_coverage(parts, window.start)
 
     # --- pending jobs ----------------------------------------------------------------------------------
 
@@ -327,10 +265,8 @@ class ExportState:
         *,
         last: bool,
         selection: Selection | None = None,
-        parts: t.Iterable[Selection] = (),
     ) -> None:
-        """Advance the bookmark past a fully emitted window (never backwards); `parts` are covered from the
-        first window on (the coverage of the backfill, or of parts a gap backfill already filled, is kept).
+        """Advance the bookmark past a fully emitted window (never backwards).
 
         Its data is as of its job's creation: a job an earlier run created (and this one resumed) earns the
         day before the day it was created, not the day before today."""
@@ -340,10 +276,6 @@ class ExportState:
             created = pending.created_at
             as_of = min(today, (created.astimezone(dt.timezone.utc) if created.tzinfo else created).date())
         self._drop_pending(window, export_type, selection)
-        for part in parts:  # the first window of a backfill starts its coverage
-            entries = self.state.setdefault("coverage", [])
-            if not any(_selection(entry) == part for entry in entries):
-                entries.append({"start_date": window.start.isoformat(), **part})
         reached = completed_through(window, as_of)
         if self.bookmark is None or reached > self.bookmark:
             self.state["bookmark"] = reached.isoformat()
@@ -351,7 +283,7 @@ class ExportState:
             self.state["snapshot_done"] = True
 
     def forget_job(self, window: Window, export_type: str, selection: Selection | None = None) -> None:
-        """Drop a window's pending job (its data proved unreadable), keeping the bookmark where it is."""
+        """Drop a window's pending job (its data is out, or proved unreadable), keeping the bookmark where it is."""
         self._drop_pending(window, export_type, selection)
 
     def _drop_pending(self, window: Window, export_type: str, selection: Selection | None) -> None:
@@ -360,11 +292,6 @@ class ExportState:
             for entry in self.state.get("pending_jobs", [])
             if not _matches(entry, window, export_type, selection)
         ]
-
-
-def _selection(entry: dict) -> Selection:
-    """The selection of a coverage entry (the entry less its `start_date`)."""
-    return {key: value for key, value in entry.items() if key != "start_date"}
 
 
 def _matches(entry: dict, window: Window, export_type: str, selection: Selection | None) -> bool:

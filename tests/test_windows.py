@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+from tap_backstory.coverage import ActivitySelector, ContactSelector, Coverage
 from tap_backstory.windows import (
     ExportState,
     Window,
@@ -218,14 +219,13 @@ def test_a_window_retried_with_another_end_keeps_one_pending_entry():
 EMAIL, MEETING, CALL = ({"activity_type": kind} for kind in ("email", "meeting", "call"))
 
 
-def same(covered: dict, wanted: dict) -> bool:
-    return covered == wanted
+def coverage_of(state: dict, activity_type: str = "all") -> Coverage:
+    return Coverage(state, ActivitySelector({"activity_type": activity_type}))
 
 
 def test_gaps_are_what_the_config_asks_beyond_the_coverage_each_ending_at_the_bookmark_at_most():
     state = {"bookmark": "2026-02-28", "coverage": [{"start_date": "2026-01-01", **EMAIL}]}
-    export = ExportState(state)
-    gaps, assumed = export.gaps(start_date=D("2025-12-01"), parts=[EMAIL, MEETING, CALL], covers=same)
+    gaps, assumed = coverage_of(state).gaps(D("2025-12-01"))
     assert not assumed
     assert gaps == [
         (EMAIL, Window(D("2025-12-01"), D("2025-12-31"))),  # start_date moved earlier
@@ -233,25 +233,42 @@ def test_gaps_are_what_the_config_asks_beyond_the_coverage_each_ending_at_the_bo
         (CALL, Window(D("2025-12-01"), D("2026-02-28"))),
     ]
     # A gap filled newest window first: the coverage grows back one window at a time.
-    export.gap_done(Window(D("2026-02-01"), D("2026-02-28")), MEETING, [MEETING])
-    assert export.covered_since(MEETING, same) == D("2026-02-01")
-    gaps, _ = export.gaps(start_date=D("2025-12-01"), parts=[MEETING], covers=same)
+    coverage_of(state).extend([MEETING], D("2026-02-01"))
+    assert coverage_of(state).covered_since(MEETING) == D("2026-02-01")
+    gaps, _ = coverage_of(state, "meeting").gaps(D("2025-12-01"))
     assert gaps == [(MEETING, Window(D("2025-12-01"), D("2026-01-31")))]
     assert state["coverage"] == [{"start_date": "2026-02-01", **MEETING}]  # a narrowing keeps only what is asked
 
 
 def test_a_state_without_coverage_is_taken_to_cover_the_config_and_one_without_bookmark_covers_nothing():
     state: dict = {"bookmark": "2026-02-28", "snapshot_done": True}
-    gaps, assumed = ExportState(state).gaps(start_date=D("2026-01-01"), parts=[EMAIL], covers=same)
-    assert (gaps, assumed) == ([], True)
+    assert coverage_of(state, "email").gaps(D("2026-01-01")) == ([], True)
     assert state["coverage"] == [{"start_date": "2026-01-01", **EMAIL}]
-    assert ExportState(state).gaps(start_date=D("2026-01-01"), parts=[EMAIL], covers=same) == ([], False)
+    assert coverage_of(state, "email").gaps(D("2026-01-01")) == ([], False)
     fresh: dict = {"coverage": [{"start_date": "2026-01-01", **EMAIL}]}
-    assert ExportState(fresh).gaps(start_date=D("2025-01-01"), parts=[EMAIL], covers=same) == ([], False)
+    assert coverage_of(fresh, "email").gaps(D("2025-01-01")) == ([], False)
     assert "coverage" not in fresh  # the first window writes it
 
 
-def test_the_first_window_starts_the_coverage_and_pending_jobs_are_kept_per_selection():
+def test_an_all_entry_covers_each_type_and_contacts_filters_cover_narrower_ones():
+    state = {"bookmark": "2026-02-28", "coverage": [{"start_date": "2026-01-01", "activity_type": "all"}]}
+    assert coverage_of(state).gaps(D("2026-01-01")) == ([], False)
+    assert [entry["activity_type"] for entry in state["coverage"]] == ["email", "meeting", "call"]
+    contacts = ContactSelector({
+        "contacts_country": "Germany",
+        "contacts_is_sourced_by_people_ai": True,
+        "contacts_include_historical": False,
+        "contacts_include_existing": True,
+    })
+    narrow = contacts.selection()
+    wide = {**narrow, "contacts_country": None, "contacts_is_sourced_by_people_ai": False}
+    assert contacts.covers(wide, narrow) and not contacts.covers(narrow, wide)
+    assert not contacts.covers({**narrow, "contacts_country": "Canada"}, narrow)
+    assert contacts.covers({**narrow, "contacts_include_historical": True}, narrow)
+    assert not contacts.covers(narrow, {**narrow, "contacts_include_historical": True})
+
+
+def test_pending_jobs_are_kept_per_selection():
     state: dict = {}
     export = ExportState(state)
     window = Window(D("2026-02-01"), D("2026-02-14"))
@@ -261,6 +278,7 @@ def test_the_first_window_starts_the_coverage_and_pending_jobs_are_kept_per_sele
     assert [entry["job_id"] for entry in state["pending_jobs"]] == ["1", "2"]
     assert export.pending_job(window, "snapshot", CALL).job_id == "2"  # type: ignore[union-attr]
     assert export.pending_job(window, "snapshot", EMAIL) is None  # another activity_type is another job
-    export.window_done(window, "snapshot", TODAY, last=False, selection=MEETING, parts=[MEETING])
-    assert state["coverage"] == [{"start_date": "2026-02-01", **MEETING}]
+    export.window_done(window, "snapshot", TODAY, last=False, selection=MEETING)
     assert [entry["job_id"] for entry in state["pending_jobs"]] == ["2"]
+    export.keep_pending([(window, "snapshot", EMAIL)])
+    assert state["pending_jobs"] == []

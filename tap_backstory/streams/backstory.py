@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
+import functools
 import typing as t
 
+from tap_backstory.coverage import ActivitySelector, ContactSelector, Coverage, Selector, plan_backfill
 from tap_backstory.formats import DataError, read_csv_records, read_json_records
 from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
-from tap_backstory.windows import ExportState, Selection, Window, parse_day, plan_windows, plural
+from tap_backstory.windows import ExportState, Selection, Window, parse_day, plural
 
 if t.TYPE_CHECKING:
     from tap_backstory.client import ApiClient
@@ -30,7 +31,7 @@ class BackstoryExportStream(TapStream):
     def api(self) -> ApiClient:
         raise NotImplementedError
 
-    def request_body(self, window: Window, export_type: str) -> dict:
+    def request_body(self, window: Window, export_type: str, selection: Selection) -> dict:
         raise NotImplementedError
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
@@ -44,41 +45,25 @@ class BackstoryExportStream(TapStream):
         if self.child_streams:
             yield from super().generate_child_contexts(record, context)
 
-    # --- what a window holds: the settings coverage keeps track of (docs/state.md) -----------------------
-
-    def selection(self) -> Selection:
-        """The settings of this run that decide what a window holds (kept in state as its coverage)."""
+    @functools.cached_property
+    def selector(self) -> Selector:
+        """The settings that decide what a window holds (kept in state as its coverage; `coverage.py`)."""
         raise NotImplementedError
-
-    def parts(self) -> list[Selection]:
-        """The selection split into what coverage tracks separately (one activity type each)."""
-        return [self.selection()]
-
-    def covers(self, covered: Selection, wanted: Selection) -> bool:
-        return covered == wanted
-
-    def requests(self, parts: list[Selection]) -> list[tuple[Selection, list[Selection]]]:
-        """How to ask Backstory for `parts` of one date range: (request selection, the parts it fills)."""
-        return [(part, [part]) for part in parts]
-
-    def selection_of(self, body: dict) -> Selection:
-        """The selection a request body asks for (pending jobs are kept per selection)."""
-        raise NotImplementedError
-
-    def describe(self, selection: Selection) -> str:
-        return ", ".join(f"{key} {value if value is not None else 'any'}" for key, value in selection.items())
-
-    def backfill_note(self, part: Selection, gap: Window, covered_since: dt.date | None) -> str:
-        """What a backfill of `gap` reads again, if anything (logged with it)."""
-        return "nothing already extracted is read again"
 
     def get_records(self, context: dict | None) -> t.Iterable[dict]:
         config, today = self.config, self.tap.clock.today()
         end = parse_day(config["end_date"], "end_date") if config.get("end_date") else today
         start_date = parse_day(config["start_date"], "start_date")
         reach_future = not config.get("end_date")  # a user's end_date is where the user wants it to end
-        state = ExportState(self.bookmarks)
-        backfill = self._plan_backfill(state, start_date, reach_future)
+        state, coverage = ExportState(self.bookmarks), Coverage(self.bookmarks, self.selector)
+        backfill = plan_backfill(
+            coverage,
+            start_date=start_date,
+            snapshot_window_days=int(config["snapshot_window_days"]),
+            stretch=reach_future and self.has_delta and bool(self.bookmarks.get("snapshot_done")),
+            log=self.logger,
+            stream=self.name,
+        )
         export_type, windows = state.plan(
             start_date=start_date,
             end_date=end,
@@ -86,7 +71,7 @@ class BackstoryExportStream(TapStream):
             delta_window_days=int(config["delta_window_days"]) if self.has_delta else None,
             reach_future=reach_future,
         )
-        selection, parts = self.selection(), self.parts()
+        selection, parts = self.selector.selection(), self.selector.parts()
         planned = [_Planned(window, "snapshot", chosen, filled) for chosen, filled, window in backfill]
         planned += [_Planned(window, export_type, selection, parts, main=True) for window in windows]
         # A window reaching past today falls back to ending today if Backstory refuses its end date.
@@ -131,78 +116,24 @@ class BackstoryExportStream(TapStream):
             if item.main:
                 # `spec.window` may be a fallback ending earlier than the planned window: compare starts.
                 last = spec.window.start == last_start
-                state.window_done(
-                    spec.window, item.export_type, today, last=last, selection=item.selection, parts=item.parts
-                )
-            else:
-                state.gap_done(spec.window, item.selection, item.parts)
+                state.window_done(spec.window, item.export_type, today, last=last, selection=item.selection)
+                coverage.extend(item.parts, spec.window.start)  # the first window starts the coverage
+            else:  # a backfill window: its parts are covered from its start on; the bookmark stays
+                state.forget_job(spec.window, item.export_type, item.selection)
+                coverage.extend(item.parts, spec.window.start)
             self.checkpoint()
-
-    def _plan_backfill(
-        self, state: ExportState, start_date: dt.date, reach_future: bool
-    ) -> list[tuple[Selection, list[Selection], Window]]:
-        """Snapshot windows for what the config asks beyond what the state covers (start_date moved earlier,
-        a wider selection), each part's windows newest first: coverage then grows one window at a time and
-        stays contiguous up to the bookmark, so an interrupted backfill resumes where it stopped."""
-        before = [dict(entry) for entry in state.coverage]
-        gaps, assumed = state.gaps(start_date=start_date, parts=self.parts(), covers=self.covers)
-        bookmark = state.bookmark
-        if assumed:
-            self.logger.warning(
-                "%s: the state records no coverage (written by an older tap-backstory): taking it to cover %s "
-                "from start_date %s through its bookmark %s. If start_date or these settings changed since "
-                "the run that wrote it, the records the change adds are not read: to get them, run once with "
-                "the old settings, then with the new ones",
-                self.name,
-                self.describe(self.selection()),
-                start_date,
-                bookmark,
-            )
-        elif before and not gaps and _canonical(state.coverage) != _canonical(before):
-            self.logger.info(
-                "%s: the config selects less than the state covered; coverage is now %s (nothing is read "
-                "again; the bookmark carries on)",
-                self.name,
-                "; ".join(_describe_entry(self, entry) for entry in state.coverage) or "nothing",
-            )
-        by_range: dict[Window, list[Selection]] = {}
-        for part, gap in gaps:
-            by_range.setdefault(gap, []).append(part)
-        length = int(self.config["snapshot_window_days"])
-        # Reaching the deltas' start (the hand-off): the newest window takes activities dated ahead.
-        stretch = reach_future and self.has_delta and bool(state.state.get("snapshot_done"))
-        planned = []
-        for gap, parts in by_range.items():
-            for chosen, filled in self.requests(parts):
-                windows = plan_windows(gap.start, gap.end, length)[::-1]
-                if stretch and gap.end == bookmark:
-                    windows[0] = Window(windows[0].start, windows[0].start + dt.timedelta(days=length - 1))
-                covered = [state.covered_since(part, self.covers) for part in filled]
-                since = min((day for day in covered if day is not None), default=None)
-                self.logger.info(
-                    "%s: the config asks for %s from %s, beyond what the state covers; backfilling %s with %s "
-                    "(newest first) before going on from the bookmark: %s",
-                    self.name,
-                    self.describe(chosen),
-                    start_date,
-                    gap,
-                    plural(len(windows), "snapshot window"),
-                    self.backfill_note(filled[0], gap, since),
-                )
-                planned += [(chosen, filled, window) for window in windows]
-        return planned
 
     def _engine(self, state: ExportState) -> ExportJobs:
         """The job engine, with every job request and creation written to state at once."""
 
         def on_requesting(spec: JobSpec, at: dt.datetime) -> None:
             # Announced before the request: a run killed before the answer looks for the job in Backstory's list.
-            state.job_requested(spec.window, spec.export_type, at, self.selection_of(spec.body))
+            state.job_requested(spec.window, spec.export_type, at, self.selector.of_body(spec.body))
             self.checkpoint()
 
         def on_created(spec: JobSpec, job_id: str, created_at: dt.datetime) -> None:
             # Kept in state at once: a run killed from here on resumes with this job, not a new one.
-            state.job_created(spec.window, spec.export_type, job_id, created_at, self.selection_of(spec.body))
+            state.job_created(spec.window, spec.export_type, job_id, created_at, self.selector.of_body(spec.body))
             self.checkpoint()
 
         config = self.config
@@ -251,18 +182,6 @@ class _Planned:
     main: bool = False
 
 
-def _describe_entry(stream: BackstoryExportStream, entry: dict) -> str:
-    selection = {key: value for key, value in entry.items() if key != "start_date"}
-    return f"{stream.describe(selection)} from {entry['start_date']}"
-
-
-def _canonical(coverage: list[dict]) -> list[str]:
-    return sorted(json.dumps(entry, sort_keys=True) for entry in coverage)
-
-
-ACTIVITY_TYPES = ("email", "meeting", "call")
-
-
 class ActivitiesStream(BackstoryExportStream):
     """Raw activity data (emails, meetings, calls): `POST /pull/v1/export/activities/jobs`, JSON Lines."""
 
@@ -284,37 +203,9 @@ class ActivitiesStream(BackstoryExportStream):
             "export_type": export_type,
         }
 
-    def selection(self) -> Selection:
-        return {"activity_type": self.config["activity_type"]}
-
-    def parts(self) -> list[Selection]:
-        """One part per activity type: `all` is email, meeting and call, each covered on its own."""
-        wanted = self.config["activity_type"]
-        return [{"activity_type": kind} for kind in ACTIVITY_TYPES if wanted in ("all", kind)]
-
-    def covers(self, covered: Selection, wanted: Selection) -> bool:
-        return covered["activity_type"] in ("all", wanted["activity_type"])
-
-    def requests(self, parts: list[Selection]) -> list[tuple[Selection, list[Selection]]]:
-        """Every type over one range: one `all` job per window; otherwise one job per type added (the API
-        takes one activity_type or `all`), so no activity already extracted is read again."""
-        if len(parts) == len(ACTIVITY_TYPES):
-            return [({"activity_type": "all"}, parts)]
-        return super().requests(parts)
-
-    def selection_of(self, body: dict) -> Selection:
-        return {"activity_type": body["activity_type"]}
-
-    def backfill_note(self, part: Selection, gap: Window, covered_since: dt.date | None) -> str:
-        if covered_since is None:
-            return (
-                "no activity already extracted is read again, but those of the types added processed since the "
-                "bookmark come in the deltas too (targets upsert on uid)"
-            )
-        return (
-            "activities dated in it and processed after the backfill that covered them came in deltas already "
-            "and are read again (targets upsert on uid)"
-        )
+    @functools.cached_property
+    def selector(self) -> Selector:
+        return ActivitySelector(self.config)
 
 
 class EnrichedContactsStream(BackstoryExportStream):
@@ -342,43 +233,9 @@ class EnrichedContactsStream(BackstoryExportStream):
                 body[name] = selection[f"contacts_{name}"]
         return body
 
-    def selection(self) -> Selection:
-        config = self.config
-        return {
-            "contacts_country": config.get("contacts_country") or None,
-            "contacts_state": config.get("contacts_state") or None,
-            "contacts_is_sourced_by_people_ai": bool(config["contacts_is_sourced_by_people_ai"]),
-            "contacts_include_historical": bool(config["contacts_include_historical"]),
-            "contacts_include_existing": bool(config["contacts_include_existing"]),
-        }
-
-    def covers(self, covered: Selection, wanted: Selection) -> bool:
-        """Every contact `wanted` selects is one `covered` selected: no filter of `covered` is narrower."""
-        return (
-            all(covered[key] in (None, wanted[key]) for key in ("contacts_country", "contacts_state"))
-            and (not covered["contacts_is_sourced_by_people_ai"] or wanted["contacts_is_sourced_by_people_ai"])
-            and all(
-                covered[key] or not wanted[key]
-                for key in ("contacts_include_historical", "contacts_include_existing")
-            )
-        )
-
-    def selection_of(self, body: dict) -> Selection:
-        return {
-            "contacts_country": body.get("country"),
-            "contacts_state": body.get("state"),
-            "contacts_is_sourced_by_people_ai": body["is_sourced_by_people_ai"],
-            "contacts_include_historical": body["include_historical"],
-            "contacts_include_existing": body["include_existing"],
-        }
-
-    def backfill_note(self, part: Selection, gap: Window, covered_since: dt.date | None) -> str:
-        if covered_since is not None:
-            return "contacts of those days extracted before with other filters, if any, are read again"
-        return (
-            "the contacts the old filters selected are read again (the API cannot select only those they left "
-            "out; targets upsert on email)"
-        )
+    @functools.cached_property
+    def selector(self) -> Selector:
+        return ContactSelector(self.config)
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
         if self.config["contacts_output_format"] == "CSV":
