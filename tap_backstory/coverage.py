@@ -86,8 +86,8 @@ class ActivitySelector(Selector):
                 "bookmark come in the deltas too (targets upsert on uid)"
             )
         return (
-            "activities dated in it and processed after the backfill that covered them came in deltas already "
-            "and are read again (targets upsert on uid)"
+            "activities dated in it but processed since the deltas began came in them already and are read "
+            "again (targets upsert on uid)"
         )
 
 
