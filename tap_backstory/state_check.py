@@ -7,6 +7,7 @@ the tap cannot tell whether the user mixed up files. Keys the SDK adds are left 
 
 from __future__ import annotations
 
+import datetime as dt
 import typing as t
 
 from tap_backstory.client import ConfigError
@@ -23,8 +24,10 @@ class StateError(ConfigError):
     """The state file is not a state of this tap."""
 
 
-def check_state(state: t.Any) -> None:
-    """Raise StateError (one line, naming the key) unless `state` is a state tap-backstory could have written."""
+def check_state(state: t.Any, today: dt.date | None = None) -> None:
+    """Raise StateError (one line, naming the key) unless `state` is a state tap-backstory could have written.
+
+    With `today` (the tap's clock), a day the tap could not have extracted yet is refused too."""
     if not isinstance(state, dict):
         _fail(f"it must be a JSON object, got {_kind(state)}")
     unknown = sorted(set(state) - set(TOP_LEVEL_KEYS))
@@ -52,13 +55,39 @@ def check_state(state: t.Any) -> None:
         found = [key for key in FOREIGN_STREAM_KEYS if key in stream_state]
         if found:
             _fail(f"{where} has {'/'.join(found)}, which tap-backstory never writes: is it another tap's state?")
-        CHECKS[stream](stream_state, where)
+        CHECKS[stream](stream_state, where, today)
 
 
-def _check_export(stream_state: dict, where: str) -> None:
+def _check_export(stream_state: dict, where: str, today: dt.date | None) -> None:
     _day(stream_state, "bookmark", where)
     if "snapshot_done" in stream_state and not isinstance(stream_state["snapshot_done"], bool):
         _fail(f"{where}.snapshot_done must be true or false, got {_short(stream_state['snapshot_done'])}")
+    bookmark = stream_state.get("bookmark")
+    if bookmark and today is not None and parse_day(bookmark, where) > today:
+        _fail(
+            f"{where}.bookmark {bookmark} is after today ({today} UTC), which tap-backstory never writes (its "
+            f"bookmarks reach yesterday at most): set it to the last day really extracted"
+        )
+    if stream_state.get("snapshot_done") and not bookmark:
+        _fail(
+            f"{where} has snapshot_done but no bookmark, which tap-backstory never writes: remove snapshot_done "
+            f"to backfill from start_date again, or set bookmark to the last day extracted"
+        )
+    coverage = stream_state.get("coverage", [])
+    if not isinstance(coverage, list):
+        _fail(f"{where}.coverage must be a list, got {_kind(coverage)}")
+    for index, entry in enumerate(coverage):
+        at = f"{where}.coverage[{index}]"
+        if not isinstance(entry, dict):
+            _fail(f"{at} must be an object, got {_kind(entry)}")
+        _day(entry, "start_date", at, required=True)
+        settings = SELECTION_KEYS[where.rpartition(".")[2]]
+        unknown = sorted(set(entry) - {"start_date", *settings})
+        if unknown:
+            _fail(f"{at} has {', '.join(unknown)}, which is not a setting that selects its records")
+        for setting, allowed in settings.items():
+            if setting not in entry or not allowed(entry[setting]):
+                _fail(f"{at}.{setting} is missing or not a value of that setting, got {_short(entry.get(setting))}")
     jobs = stream_state.get("pending_jobs", [])
     if not isinstance(jobs, list):
         _fail(f"{where}.pending_jobs must be a list, got {_kind(jobs)}")
@@ -68,6 +97,8 @@ def _check_export(stream_state: dict, where: str) -> None:
             _fail(f"{at} must be an object, got {_kind(entry)}")
         for key in ("window_start", "window_end"):
             _day(entry, key, at, required=True)
+        if "selection" in entry and not isinstance(entry["selection"], dict):
+            _fail(f"{at}.selection must be an object, got {_kind(entry['selection'])}")
         if entry.get("export_type") not in ("snapshot", "delta"):
             _fail(f"{at}.export_type must be 'snapshot' or 'delta', got {_short(entry.get('export_type'))}")
         # A job being requested when the run stopped has no id yet, and the time of its request instead.
@@ -81,7 +112,7 @@ def _check_export(stream_state: dict, where: str) -> None:
             _fail(f"{at}.{key} must be a UTC timestamp like 2026-03-01T08:00:00Z, got {_short(moment)}")
 
 
-def _check_intent(stream_state: dict, where: str) -> None:
+def _check_intent(stream_state: dict, where: str, today: dt.date | None) -> None:
     feeds = stream_state.get("feeds", {})
     if not isinstance(feeds, dict):
         _fail(f"{where}.feeds must be an object, got {_kind(feeds)}")
@@ -91,6 +122,17 @@ def _check_intent(stream_state: dict, where: str) -> None:
             _fail(f"{at} must be an object, got {_kind(feed_state)}")
         for key in ("last_window_start", "last_window_end"):
             _day(feed_state, key, at)
+        covered = feed_state.get("coverage")
+        if covered is not None:
+            if not isinstance(covered, dict):
+                _fail(f"{at}.coverage must be an object, got {_kind(covered)}")
+            _day(covered, "start_date", f"{at}.coverage", required=True)
+        last_end = feed_state.get("last_window_end")
+        if last_end and today is not None and parse_day(last_end, at) > today:
+            _fail(
+                f"{at}.last_window_end {last_end} is after today ({today} UTC), which tap-backstory never writes "
+                f"(a window ends today at most): set it to the last day really read"
+            )
         flight = feed_state.get("in_flight")
         if flight is None:
             continue
@@ -110,14 +152,35 @@ def _check_intent(stream_state: dict, where: str) -> None:
                     _fail(f"{at}.{key} must be an integer >= {low}, got {_short(value)}")
 
 
-def _check_enrichment(stream_state: dict, where: str) -> None:
-    _check_intent(stream_state, where)  # its own per-feed windows, shaped as the parent's
+def _check_enrichment(stream_state: dict, where: str, today: dt.date | None) -> None:
+    _check_intent(stream_state, where, today)  # its own per-feed windows, shaped as the parent's
     pending = stream_state.get("pending_contact_ids", [])
     if not isinstance(pending, list) or not all(isinstance(item, str) for item in pending):
         _fail(f"{where}.pending_contact_ids must be a list of contact_id strings")
 
 
-CHECKS: dict[str, t.Callable[[dict, str], None]] = {
+def _is_flag(value: t.Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_filter(value: t.Any) -> bool:
+    return value is None or (isinstance(value, str) and bool(value))
+
+
+SELECTION_KEYS: dict[str, dict[str, t.Callable[[t.Any], bool]]] = {
+    "activities": {"activity_type": lambda value: value in ("email", "meeting", "call", "all")},
+    "enriched_contacts": {
+        "contacts_country": _is_filter,
+        "contacts_state": _is_filter,
+        "contacts_is_sourced_by_people_ai": _is_flag,
+        "contacts_include_historical": _is_flag,
+        "contacts_include_existing": _is_flag,
+    },
+}
+"""The settings every coverage entry of each export stream names, and their values (`coverage.py` selectors'
+`selection`)."""
+
+CHECKS: dict[str, t.Callable[[dict, str, dt.date | None], None]] = {
     "activities": _check_export,
     "enriched_contacts": _check_export,
     "intent_feed_exports": _check_intent,

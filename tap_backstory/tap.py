@@ -70,8 +70,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         "start_date",
         th.DateType,
         title="Start date",
-        description="First UTC day (YYYY-MM-DD) to extract on the first run of the Backstory streams. "
-        "Required when a Backstory key pair is set.",
+        description="First UTC day (YYYY-MM-DD) to extract for the Backstory streams. Moved earlier after a run, "
+        "the next run backfills the days added first (docs/state.md). Required when a Backstory key pair is set.",
     ),
     th.Property(
         "end_date",
@@ -85,7 +85,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         default="all",
         allowed_values=["all", "email", "meeting", "call"],
         title="Activity type",
-        description="Which activities to export: all, email, meeting or call.",
+        description="Which activities to export: all, email, meeting or call. Widened after a run, the next run "
+        "backfills the types added over the days already extracted first (docs/state.md).",
     ),
     th.Property(
         "snapshot_window_days",
@@ -406,7 +407,7 @@ class TapBackstory(Tap):
 
     def load_state(self, state: dict[str, t.Any]) -> None:
         """Refuse, before any request, a state file this tap did not write (see `state_check`)."""
-        check_state(state)
+        check_state(state, today=self.clock.today())
         super().load_state(state)
 
     # --- API clients, one per credential, shared by the streams that use it ---------------------------

@@ -120,6 +120,10 @@ def out_of_reach(last_end: dt.date, today: dt.date, cap: int) -> Window | None:
 
 # --- Export windows and their state (both Backstory streams; shape documented in docs/state.md) --------
 
+Selection = dict[str, t.Any]
+"""The settings that decide what a window holds, by setting name: `{"activity_type": "email"}` (see
+`coverage.py`). Pending jobs are kept per selection."""
+
 RETENTION = dt.timedelta(days=10)
 """Backstory keeps a job's files 10 days: an older job id in state is never reused."""
 
@@ -145,6 +149,7 @@ class ExportState:
 
     `bookmark`       last UTC day fully extracted after it had ended (absent before the first window).
     `snapshot_done`  the first (snapshot) backfill reached the end; later `activities` runs use delta.
+    `coverage`       what the bookmark stands for (kept by `coverage.Coverage`).
     `pending_jobs`   jobs created (or being requested) for windows not yet emitted: reused by a resumed run.
 
     The dict is the SDK's stream state, mutated in place, so a STATE message emits it as is.
@@ -188,13 +193,11 @@ class ExportState:
             windows[-1] = Window(last.start, last.start + dt.timedelta(days=snapshot_window_days - 1))
         return "snapshot", windows
 
-    def pending_job(self, window: Window, export_type: str) -> PendingJob | None:
+    # --- pending jobs ----------------------------------------------------------------------------------
+
+    def pending_job(self, window: Window, export_type: str, selection: Selection | None = None) -> PendingJob | None:
         for entry in self.state.get("pending_jobs", []):
-            if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) == (
-                window.start.isoformat(),
-                window.end.isoformat(),
-                export_type,
-            ):
+            if _matches(entry, window, export_type, selection):
                 job_id = entry.get("job_id")
                 at = entry.get("created_at") or entry["requested_at"]
                 created = parse_timestamp(at)  # state_check has refused a state where it is not one
@@ -203,24 +206,37 @@ class ExportState:
                 return PendingJob(window, export_type, None if job_id is None else str(job_id), created)
         return None
 
-    def keep_pending(self, windows: list[Window], export_type: str) -> None:
-        """Forget pending jobs of windows this run will not read (a changed config or an old state)."""
-        wanted = {(w.start.isoformat(), w.end.isoformat(), export_type) for w in windows}
+    def keep_pending(self, jobs: t.Iterable[tuple[Window, str, Selection | None]]) -> None:
+        """Forget pending jobs of windows this run will not read (a changed config or an old state).
+
+        `jobs`: (window, export type, selection) of every job this run may make."""
+        planned = list(jobs)
         self.state["pending_jobs"] = [
             entry
             for entry in self.state.get("pending_jobs", [])
-            if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) in wanted
+            if any(_matches(entry, window, export_type, selection) for window, export_type, selection in planned)
         ]
 
-    def job_requested(self, window: Window, export_type: str, requested_at: dt.datetime) -> None:
+    def job_requested(
+        self, window: Window, export_type: str, requested_at: dt.datetime, selection: Selection | None = None
+    ) -> None:
         """Written before the job is requested: if the run dies before the answer, the next one knows to look
         for the job Backstory may have made."""
-        self._set_pending(window, export_type, job_id=None, requested_at=format_timestamp(requested_at))
+        at = format_timestamp(requested_at)
+        self._set_pending(window, export_type, selection, job_id=None, requested_at=at)
 
-    def job_created(self, window: Window, export_type: str, job_id: str, created_at: dt.datetime) -> None:
-        self._set_pending(window, export_type, job_id=str(job_id), created_at=format_timestamp(created_at))
+    def job_created(
+        self,
+        window: Window,
+        export_type: str,
+        job_id: str,
+        created_at: dt.datetime,
+        selection: Selection | None = None,
+    ) -> None:
+        at = format_timestamp(created_at)
+        self._set_pending(window, export_type, selection, job_id=str(job_id), created_at=at)
 
-    def _set_pending(self, window: Window, export_type: str, **entry: str | None) -> None:
+    def _set_pending(self, window: Window, export_type: str, selection: Selection | None, **entry: t.Any) -> None:
         # One entry per window start: a window asked for again with another end (Backstory refused its end
         # date in the future) replaces the refused request's entry, for which no job exists.
         start = window.start.isoformat()
@@ -228,7 +244,10 @@ class ExportState:
             other
             for other in self.state.get("pending_jobs", [])
             if (other.get("window_start"), other.get("export_type")) != (start, export_type)
+            or other.get("selection", selection) != selection
         ]
+        if selection is not None:
+            entry = {"selection": selection, **entry}
         self.state.setdefault("pending_jobs", []).append(
             {
                 "window_start": window.start.isoformat(),
@@ -238,34 +257,56 @@ class ExportState:
             }
         )
 
-    def window_done(self, window: Window, export_type: str, today: dt.date, *, last: bool) -> None:
+    def window_done(
+        self,
+        window: Window,
+        export_type: str,
+        today: dt.date,
+        *,
+        last: bool,
+        selection: Selection | None = None,
+    ) -> None:
         """Advance the bookmark past a fully emitted window (never backwards).
 
         Its data is as of its job's creation: a job an earlier run created (and this one resumed) earns the
         day before the day it was created, not the day before today."""
-        pending = self.pending_job(window, export_type)
+        pending = self.pending_job(window, export_type, selection)
         as_of = today
         if pending is not None:
             created = pending.created_at
             as_of = min(today, (created.astimezone(dt.timezone.utc) if created.tzinfo else created).date())
-        self._drop_pending(window, export_type)
+        self._drop_pending(window, export_type, selection)
         reached = completed_through(window, as_of)
         if self.bookmark is None or reached > self.bookmark:
             self.state["bookmark"] = reached.isoformat()
         if last and export_type == "snapshot":
             self.state["snapshot_done"] = True
 
-    def forget_job(self, window: Window, export_type: str) -> None:
-        """Drop a window's pending job (its data proved unreadable), keeping the bookmark where it is."""
-        self._drop_pending(window, export_type)
+    def forget_job(self, window: Window, export_type: str, selection: Selection | None = None) -> None:
+        """Drop a window's pending job (its data is out, or proved unreadable), keeping the bookmark where it is."""
+        self._drop_pending(window, export_type, selection)
 
-    def _drop_pending(self, window: Window, export_type: str) -> None:
-        key = (window.start.isoformat(), window.end.isoformat(), export_type)
+    def _drop_pending(self, window: Window, export_type: str, selection: Selection | None) -> None:
         self.state["pending_jobs"] = [
             entry
             for entry in self.state.get("pending_jobs", [])
-            if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) != key
+            if not _matches(entry, window, export_type, selection)
         ]
+
+
+def _matches(entry: dict, window: Window, export_type: str, selection: Selection | None) -> bool:
+    """Whether a pending entry is the job of this window, export type and selection.
+
+    An entry without `selection` was written by a tap before coverage (issue 23) for the selection of the
+    config then: it is taken to be the one asked for now, as it was then. An entry naming another selection
+    is another job (the config's activity_type changed while it was pending: its data would be wrong)."""
+    if (entry.get("window_start"), entry.get("window_end"), entry.get("export_type")) != (
+        window.start.isoformat(),
+        window.end.isoformat(),
+        export_type,
+    ):
+        return False
+    return "selection" not in entry or entry["selection"] == selection
 
 
 def format_timestamp(moment: dt.datetime) -> str:

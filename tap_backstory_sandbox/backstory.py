@@ -220,6 +220,7 @@ class Backstory:
             st.stats.jobs_created[stream] += 1
             st.stats.job_windows.append({
                 "stream": stream, "export_type": params.get("export_type"),
+                "activity_type": params.get("activity_type"),
                 "start_date": params["start_date"].isoformat(), "end_date": params["end_date"].isoformat(),
                 "job_id": job_id})
             st.stats.max_jobs_alive = max(st.stats.max_jobs_alive, alive + 1)

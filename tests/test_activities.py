@@ -24,6 +24,11 @@ from tests.conftest import TODAY
 from tests.tap_runner import run_until
 
 
+def all_types_since(day: str) -> list[dict]:
+    """The coverage of a backfill of every activity type from `day` (docs/state.md)."""
+    return [{"start_date": day, "activity_type": kind} for kind in ("email", "meeting", "call")]
+
+
 def uids_of(result) -> list[str]:
     return [record["uid"] for record in result.records("activities")]
 
@@ -41,7 +46,12 @@ def test_first_snapshot_run_then_delta_windows_after_a_40_day_pause():
         uids = uids_of(first)
         assert len(uids) == len(set(uids)) and set(uids) == expected_uids(sb, job_windows)
         state = stream_state(first.final_state, "activities")
-        assert state == {"bookmark": "2026-02-28", "snapshot_done": True, "pending_jobs": []}
+        assert state == {
+            "bookmark": "2026-02-28",
+            "snapshot_done": True,
+            "pending_jobs": [],
+            "coverage": all_types_since("2026-01-01"),
+        }
 
         # Never more than 2 of our jobs alive, and the next window's job was created before the
         # previous window's data was downloaded (pipelining).
@@ -318,6 +328,7 @@ def test_a_snapshot_then_a_delta_deliver_every_activity_including_those_dated_af
             "bookmark": "2026-02-28",
             "snapshot_done": True,
             "pending_jobs": [],
+            "coverage": all_types_since("2026-02-10"),
         }
 
         later = TODAY + dt.timedelta(days=5)
@@ -351,6 +362,7 @@ def test_a_backstory_refusing_a_future_end_date_falls_back_to_today_once_and_say
             "bookmark": "2026-02-28",
             "snapshot_done": True,
             "pending_jobs": [],
+            "coverage": all_types_since("2026-02-10"),
         }
 
 

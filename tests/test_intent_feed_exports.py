@@ -50,7 +50,16 @@ def test_two_feeds_every_row_with_lineage():
             assert {(r["window_start"], r["window_end"]) for r in rows} == {(start.isoformat(), end.isoformat())}
             assert all(r["domain"] and r["signal_date"] for r in rows)
             feed_state = result.final_state["bookmarks"][INTENT]["feeds"][feed_id]
-            assert feed_state == {"last_window_start": start.isoformat(), "last_window_end": end.isoformat()}
+            assert feed_state == {
+                "last_window_start": start.isoformat(),
+                "last_window_end": end.isoformat(),
+                "coverage": {
+                    "start_date": start.isoformat(),
+                    "intent_require_contact_id": False,
+                    "intent_get_pii": False,
+                    "intent_include_business_info": False,
+                },
+            }
         assert not duplicates(row_keys(records))
         assert f"intent feed {FEED_B_ID}: window" in result.stderr
         assert "export quota remaining: no cap" in result.stderr  # feed B is uncapped (listed as null)

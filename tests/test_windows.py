@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+from tap_backstory.coverage import ActivitySelector, ContactSelector, Coverage
 from tap_backstory.windows import (
     ExportState,
     Window,
@@ -120,7 +121,7 @@ def test_pending_jobs_are_recorded_found_and_dropped_per_window():
     assert export.pending_job(first, "snapshot") is None  # another export type is another job
     export.job_created(first, "delta", "124", created)  # a retried window replaces its entry
     assert [entry["job_id"] for entry in state["pending_jobs"]] == ["abc", "124"]
-    export.keep_pending([second], "delta")
+    export.keep_pending([(second, "delta", None)])
     assert [entry["job_id"] for entry in state["pending_jobs"]] == ["abc"]
     export.window_done(second, "delta", TODAY, last=True)
     assert state["pending_jobs"] == []
@@ -212,3 +213,72 @@ def test_a_window_retried_with_another_end_keeps_one_pending_entry():
     export.job_requested(Window(D("2026-02-25"), D("2026-03-11")), "snapshot", asked)
     export.job_requested(Window(D("2026-02-25"), TODAY), "snapshot", asked)
     assert [(e["window_start"], e["window_end"]) for e in state["pending_jobs"]] == [("2026-02-25", "2026-03-01")]
+
+
+# --- coverage: what the bookmark stands for (issue 23) ---------------------------------------------------
+EMAIL, MEETING, CALL = ({"activity_type": kind} for kind in ("email", "meeting", "call"))
+
+
+def coverage_of(state: dict, activity_type: str = "all") -> Coverage:
+    return Coverage(state, ActivitySelector({"activity_type": activity_type}))
+
+
+def test_gaps_are_what_the_config_asks_beyond_the_coverage_each_ending_at_the_bookmark_at_most():
+    state = {"bookmark": "2026-02-28", "coverage": [{"start_date": "2026-01-01", **EMAIL}]}
+    gaps, assumed = coverage_of(state).gaps(D("2025-12-01"))
+    assert not assumed
+    assert gaps == [
+        (EMAIL, Window(D("2025-12-01"), D("2025-12-31"))),  # start_date moved earlier
+        (MEETING, Window(D("2025-12-01"), D("2026-02-28"))),  # types added: the whole covered range too
+        (CALL, Window(D("2025-12-01"), D("2026-02-28"))),
+    ]
+    # A gap filled newest window first: the coverage grows back one window at a time.
+    coverage_of(state).extend([MEETING], D("2026-02-01"))
+    assert coverage_of(state).covered_since(MEETING) == D("2026-02-01")
+    gaps, _ = coverage_of(state, "meeting").gaps(D("2025-12-01"))
+    assert gaps == [(MEETING, Window(D("2025-12-01"), D("2026-01-31")))]
+    assert state["coverage"] == [{"start_date": "2026-02-01", **MEETING}]  # a narrowing keeps only what is asked
+
+
+def test_a_state_without_coverage_is_taken_to_cover_the_config_and_one_without_bookmark_covers_nothing():
+    state: dict = {"bookmark": "2026-02-28", "snapshot_done": True}
+    assert coverage_of(state, "email").gaps(D("2026-01-01")) == ([], True)
+    assert state["coverage"] == [{"start_date": "2026-01-01", **EMAIL}]
+    assert coverage_of(state, "email").gaps(D("2026-01-01")) == ([], False)
+    fresh: dict = {"coverage": [{"start_date": "2026-01-01", **EMAIL}]}
+    assert coverage_of(fresh, "email").gaps(D("2025-01-01")) == ([], False)
+    assert "coverage" not in fresh  # the first window writes it
+
+
+def test_an_all_entry_covers_each_type_and_contacts_filters_cover_narrower_ones():
+    state = {"bookmark": "2026-02-28", "coverage": [{"start_date": "2026-01-01", "activity_type": "all"}]}
+    assert coverage_of(state).gaps(D("2026-01-01")) == ([], False)
+    assert [entry["activity_type"] for entry in state["coverage"]] == ["email", "meeting", "call"]
+    contacts = ContactSelector({
+        "contacts_country": "Germany",
+        "contacts_is_sourced_by_people_ai": True,
+        "contacts_include_historical": False,
+        "contacts_include_existing": True,
+    })
+    narrow = contacts.selection()
+    wide = {**narrow, "contacts_country": None, "contacts_is_sourced_by_people_ai": False}
+    assert contacts.covers(wide, narrow) and not contacts.covers(narrow, wide)
+    assert not contacts.covers({**narrow, "contacts_country": "Canada"}, narrow)
+    assert contacts.covers({**narrow, "contacts_include_historical": True}, narrow)
+    assert not contacts.covers(narrow, {**narrow, "contacts_include_historical": True})
+
+
+def test_pending_jobs_are_kept_per_selection():
+    state: dict = {}
+    export = ExportState(state)
+    window = Window(D("2026-02-01"), D("2026-02-14"))
+    created = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
+    export.job_created(window, "snapshot", "1", created, MEETING)
+    export.job_created(window, "snapshot", "2", created, CALL)
+    assert [entry["job_id"] for entry in state["pending_jobs"]] == ["1", "2"]
+    assert export.pending_job(window, "snapshot", CALL).job_id == "2"  # type: ignore[union-attr]
+    assert export.pending_job(window, "snapshot", EMAIL) is None  # another activity_type is another job
+    export.window_done(window, "snapshot", TODAY, last=False, selection=MEETING)
+    assert [entry["job_id"] for entry in state["pending_jobs"]] == ["2"]
+    export.keep_pending([(window, "snapshot", EMAIL)])
+    assert state["pending_jobs"] == []

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import typing as t
 
+from tap_backstory.coverage import ActivitySelector, ContactSelector, Coverage, Selector, plan_backfill
 from tap_backstory.formats import DataError, read_csv_records, read_json_records
 from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
-from tap_backstory.windows import ExportState, Window, parse_day, plural
+from tap_backstory.windows import ExportState, Selection, Window, parse_day, plural
 
 if t.TYPE_CHECKING:
     from tap_backstory.client import ApiClient
@@ -29,7 +31,7 @@ class BackstoryExportStream(TapStream):
     def api(self) -> ApiClient:
         raise NotImplementedError
 
-    def request_body(self, window: Window, export_type: str) -> dict:
+    def request_body(self, window: Window, export_type: str, selection: Selection) -> dict:
         raise NotImplementedError
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
@@ -43,27 +45,50 @@ class BackstoryExportStream(TapStream):
         if self.child_streams:
             yield from super().generate_child_contexts(record, context)
 
+    @functools.cached_property
+    def selector(self) -> Selector:
+        """The settings that decide what a window holds (kept in state as its coverage; `coverage.py`)."""
+        raise NotImplementedError
+
     def get_records(self, context: dict | None) -> t.Iterable[dict]:
         config, today = self.config, self.tap.clock.today()
         end = parse_day(config["end_date"], "end_date") if config.get("end_date") else today
-        state = ExportState(self.bookmarks)
+        start_date = parse_day(config["start_date"], "start_date")
+        reach_future = not config.get("end_date")  # a user's end_date is where the user wants it to end
+        state, coverage = ExportState(self.bookmarks), Coverage(self.bookmarks, self.selector)
+        backfill = plan_backfill(
+            coverage,
+            start_date=start_date,
+            snapshot_window_days=int(config["snapshot_window_days"]),
+            stretch=reach_future and self.has_delta and bool(self.bookmarks.get("snapshot_done")),
+            log=self.logger,
+            stream=self.name,
+        )
         export_type, windows = state.plan(
-            start_date=parse_day(config["start_date"], "start_date"),
+            start_date=start_date,
             end_date=end,
             snapshot_window_days=int(config["snapshot_window_days"]),
             delta_window_days=int(config["delta_window_days"]) if self.has_delta else None,
-            reach_future=not config.get("end_date"),  # a user's end_date is where the user wants it to end
+            reach_future=reach_future,
         )
+        selection, parts = self.selector.selection(), self.selector.parts()
+        planned = [_Planned(window, "snapshot", chosen, filled) for chosen, filled, window in backfill]
+        planned += [_Planned(window, export_type, selection, parts, main=True) for window in windows]
         # A window reaching past today falls back to ending today if Backstory refuses its end date.
-        fallbacks = {window: Window(window.start, end) for window in windows if window.end > end}
-        state.keep_pending([*windows, *fallbacks.values()], export_type)
-        if not windows:
+        fallbacks = {item.window: Window(item.window.start, end) for item in planned if item.window.end > end}
+        windows_of = [(item, item.window) for item in planned]
+        windows_of += [(item, fallbacks[item.window]) for item in planned if item.window in fallbacks]
+        state.keep_pending([(window, item.export_type, item.selection) for item, window in windows_of])
+        if not planned:
             self.logger.info("%s: nothing to do, the bookmark %s already reaches %s", self.name, state.bookmark, end)
             return
-        self.logger.info(
-            "%s: %d %s window(s) from %s to %s", self.name, len(windows), export_type, windows[0].start, end
-        )
-        for window in fallbacks:
+        if windows:
+            self.logger.info(
+                "%s: %d %s window(s) from %s to %s", self.name, len(windows), export_type, windows[0].start, end
+            )
+        else:
+            self.logger.info("%s: no new window, the bookmark %s already reaches %s", self.name, state.bookmark, end)
+        for window in {item.window for item in planned if item.window in fallbacks}:
             self.logger.info(
                 "%s: the last snapshot window reaches %s, %s after today, for activities dated ahead "
                 "(meetings) that were processed before the deltas start; those dated later are in no export",
@@ -73,22 +98,29 @@ class BackstoryExportStream(TapStream):
             )
 
         specs = [
-            self._job_spec(window, export_type, state, fallbacks.get(window), number, len(windows))
-            for number, window in enumerate(windows, start=1)
+            self._job_spec(item, state, fallbacks.get(item.window), number, len(planned))
+            for number, item in enumerate(planned, start=1)
         ]
-        for spec, job_id, records in self._engine(state).run(specs):
+        last_start = windows[-1].start if windows else None
+        for item, (spec, job_id, records) in zip(planned, self._engine(state).run(specs), strict=True):
             try:
                 yield from records
             except DataError:
                 # The job's file itself is unreadable (its download was complete): a resumed run must ask for a
                 # new export rather than reuse this job and fail on the same file until its retention ends.
-                state.forget_job(spec.window, export_type)
+                state.forget_job(spec.window, item.export_type, item.selection)
                 self.checkpoint()
                 self.logger.warning("Window %s: job %s is dropped from state; the next run creates a new one",
                                     spec, job_id)
                 raise
-            # `spec.window` may be a fallback ending earlier than the planned window: compare starts.
-            state.window_done(spec.window, export_type, today, last=spec.window.start == windows[-1].start)
+            if item.main:
+                # `spec.window` may be a fallback ending earlier than the planned window: compare starts.
+                last = spec.window.start == last_start
+                state.window_done(spec.window, item.export_type, today, last=last, selection=item.selection)
+                coverage.extend(item.parts, spec.window.start)  # the first window starts the coverage
+            else:  # a backfill window: its parts are covered from its start on; the bookmark stays
+                state.forget_job(spec.window, item.export_type, item.selection)
+                coverage.extend(item.parts, spec.window.start)
             self.checkpoint()
 
     def _engine(self, state: ExportState) -> ExportJobs:
@@ -96,12 +128,12 @@ class BackstoryExportStream(TapStream):
 
         def on_requesting(spec: JobSpec, at: dt.datetime) -> None:
             # Announced before the request: a run killed before the answer looks for the job in Backstory's list.
-            state.job_requested(spec.window, spec.export_type, at)
+            state.job_requested(spec.window, spec.export_type, at, self.selector.of_body(spec.body))
             self.checkpoint()
 
         def on_created(spec: JobSpec, job_id: str, created_at: dt.datetime) -> None:
             # Kept in state at once: a run killed from here on resumes with this job, not a new one.
-            state.job_created(spec.window, spec.export_type, job_id, created_at)
+            state.job_created(spec.window, spec.export_type, job_id, created_at, self.selector.of_body(spec.body))
             self.checkpoint()
 
         config = self.config
@@ -121,22 +153,33 @@ class BackstoryExportStream(TapStream):
         )
 
     def _job_spec(
-        self, window: Window, export_type: str, state: ExportState, fallback: Window | None, number: int, count: int
+        self, item: _Planned, state: ExportState, fallback: Window | None, number: int, count: int
     ) -> JobSpec:
         """Window `number` of `count`: its request, its job from state, and its fallback ending today."""
 
         def spec_of(window: Window) -> JobSpec:
-            body = self.request_body(window, export_type)
-            resume = state.pending_job(window, export_type)
-            return JobSpec(window, export_type, body, resume, number=number, count=count)
+            body = self.request_body(window, item.export_type, item.selection)
+            resume = state.pending_job(window, item.export_type, item.selection)
+            return JobSpec(window, item.export_type, body, resume, number=number, count=count)
 
-        spec = spec_of(window)
+        spec = spec_of(item.window)
         if fallback is None:
             return spec
         fallen_back = spec_of(fallback)
         if fallen_back.resume is not None and spec.resume is None:
             return fallen_back  # an interrupted run today fell back already: go on with its job
         return dataclasses.replace(spec, fallback=fallen_back)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    """One window of a run: a gap backfill's (`main` False) or one going on from the bookmark."""
+
+    window: Window
+    export_type: str
+    selection: Selection  # what the request asks for
+    parts: list[Selection]  # the parts of coverage it fills
+    main: bool = False
 
 
 class ActivitiesStream(BackstoryExportStream):
@@ -151,14 +194,18 @@ class ActivitiesStream(BackstoryExportStream):
     def api(self) -> ApiClient:
         return self.tap.activity_api
 
-    def request_body(self, window: Window, export_type: str) -> dict:
+    def request_body(self, window: Window, export_type: str, selection: Selection) -> dict:
         return {
             "start_date": window.start.isoformat(),
             "end_date": window.end.isoformat(),
-            "activity_type": self.config["activity_type"],
+            "activity_type": selection["activity_type"],
             "output_format": "JSONLines",
             "export_type": export_type,
         }
+
+    @functools.cached_property
+    def selector(self) -> Selector:
+        return ActivitySelector(self.config)
 
 
 class EnrichedContactsStream(BackstoryExportStream):
@@ -172,20 +219,23 @@ class EnrichedContactsStream(BackstoryExportStream):
     def api(self) -> ApiClient:
         return self.tap.object_api
 
-    def request_body(self, window: Window, export_type: str) -> dict:
-        config = self.config
+    def request_body(self, window: Window, export_type: str, selection: Selection) -> dict:
         body = {
-            "include_historical": config["contacts_include_historical"],
-            "include_existing": config["contacts_include_existing"],
-            "output_format": config["contacts_output_format"],
+            "include_historical": selection["contacts_include_historical"],
+            "include_existing": selection["contacts_include_existing"],
+            "output_format": self.config["contacts_output_format"],
             "start_date": window.start.isoformat(),
             "end_date": window.end.isoformat(),
-            "is_sourced_by_people_ai": config["contacts_is_sourced_by_people_ai"],
+            "is_sourced_by_people_ai": selection["contacts_is_sourced_by_people_ai"],
         }
         for name in ("country", "state"):  # optional filters: absent means "any"
-            if config.get(f"contacts_{name}"):
-                body[name] = config[f"contacts_{name}"]
+            if selection[f"contacts_{name}"]:
+                body[name] = selection[f"contacts_{name}"]
         return body
+
+    @functools.cached_property
+    def selector(self) -> Selector:
+        return ContactSelector(self.config)
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
         if self.config["contacts_output_format"] == "CSV":

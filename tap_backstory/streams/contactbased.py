@@ -11,6 +11,7 @@ the run), so enrichment runs while the export is read and never depends on the S
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import typing as t
@@ -91,6 +92,7 @@ class IntentFeedExportsStream(TapStream):
         readers = self._readers(feed_id)
         flight, how = readers.flight_to_resume()
         resumed = flight is not None
+        self._warn_uncovered(feed, readers.driver)
         if flight is None:
             after = readers.after()
             flight = {**self.intent.search(feed, after), AFTER: after, READ_FOR: readers.names}
@@ -112,7 +114,7 @@ class IntentFeedExportsStream(TapStream):
         overlap.log(feed)
 
         def finish() -> None:
-            readers.finish(flight)
+            readers.finish(flight, self._row_options())
             self.checkpoint()
 
         yield Progress(finish)
@@ -130,6 +132,52 @@ class IntentFeedExportsStream(TapStream):
         if child is not None:
             selected[child.name] = child.feed_states(own).setdefault(feed_id, {})
         return FeedReaders(selected, unselected)
+
+    # --- coverage: settings changed between runs (issue 23; docs/state.md) -----------------------------------
+    def _row_options(self) -> dict:
+        """The settings that decide which rows, and which of their fields, a window's export holds."""
+        options = self.intent.options
+        return {
+            "intent_require_contact_id": options.require_contact_id,
+            "intent_get_pii": options.get_pii,
+            "intent_include_business_info": options.include_business_info,
+        }
+
+    def _warn_uncovered(self, feed: dict, feed_state: dict) -> None:
+        """One WARNING per change that asks for rows (or fields) the windows already read did not hold.
+
+        Not fetched: a search always ends today, so reading those days again means exporting every row since
+        then once more (quota), and days past the feed's cap are out of reach anyway. The user decides."""
+        covered, last_end = feed_state.get("coverage"), feed_state.get("last_window_end")
+        if not covered or not last_end:
+            return
+        feed_id, since = feed["feed_id"], covered["start_date"]
+        how = (
+            f"to read them again (as far as the feed's lookback reaches, spending export quota), remove "
+            f"bookmarks.intent_feed_exports.feeds.{feed_id} from the state"
+        )
+        added = {
+            "intent_require_contact_id": "rows without a contact_id",
+            "intent_get_pii": "the PII fields of the rows",
+            "intent_include_business_info": "the business-info fields of the rows",
+        }
+        for setting, now in self._row_options().items():
+            wider = not now if setting == "intent_require_contact_id" else now
+            if covered.get(setting) is not None and covered[setting] != now and wider:
+                LOGGER.warning(
+                    "intent feed %s: %s is now %s: %s of %s..%s (read before) are not in any run; %s",
+                    feed_id, setting, str(now).lower(), added[setting], since, last_end, how,
+                )
+        lookback = self.intent.options.lookback_days
+        if lookback:
+            reaches = self.tap.clock.today() - dt.timedelta(days=lookback - 1)
+            if reaches.isoformat() < since:
+                LOGGER.warning(
+                    "intent feed %s: intent_lookback_days %d reaches back to %s, but it only sets a feed's first "
+                    "window, which started %s: the days %s..%s are not read; %s",
+                    feed_id, lookback, reaches, since, reaches, dt.date.fromisoformat(since) - dt.timedelta(days=1),
+                    how,
+                )
 
     def _records(self, feed_id: str, flight: dict, page: int, rows: list[dict]) -> t.Iterator[dict]:
         """A page's rows, shaped, with their lineage: row_number counts from 1 across the whole export."""
@@ -223,9 +271,10 @@ class FeedReaders:
                 return flight, f"reading export {other['export_id']} (made for {name}, no quota spent) of"
         return None, ""
 
-    def finish(self, flight: dict) -> None:
+    def finish(self, flight: dict, row_options: dict) -> None:
         """The flight is read: every selected stream it covered (its bookmark at or after the flight's start
-        point) moves to the flight's window, never back; the keeper drops the flight."""
+        point) moves to the flight's window, never back, and records the coverage it now stands for (the first
+        day read since, and the settings that chose the rows: docs/state.md); the keeper drops the flight."""
         self.driver.pop("in_flight", None)
         after = flight.get(AFTER, flight["window_start"])
         for state in self.selected.values():
@@ -233,7 +282,16 @@ class FeedReaders:
             if after is not None and (end is None or end < after):
                 continue  # a gap before this flight: the next run reads again from this stream's bookmark
             if end is None or end <= flight["window_end"]:
-                state.update(last_window_start=flight["window_start"], last_window_end=flight["window_end"])
+                first = min(
+                    state.get("coverage", {}).get("start_date") or flight["window_start"],
+                    state.get("last_window_start") or flight["window_start"],
+                    flight["window_start"],
+                )
+                state.update(
+                    last_window_start=flight["window_start"],
+                    last_window_end=flight["window_end"],
+                    coverage={"start_date": first, **row_options},
+                )
                 own = state.get("in_flight")
                 if own is not None and own["window_end"] <= flight["window_end"]:
                     state.pop("in_flight")
