@@ -79,7 +79,7 @@ def test_distinct_valid_ids_enriched_once_in_full_batches():
         # The child keeps its own windows (the ones it got ids from): here, with both selected, the parent's.
         bookmarks = result.final_state["bookmarks"]
         windows = {
-            feed_id: {key: feed[key] for key in ("last_window_start", "last_window_end")}
+            feed_id: {key: feed[key] for key in ("last_window_start", "last_window_end", "coverage")}
             for feed_id, feed in bookmarks[INTENT]["feeds"].items()
         }
         assert set(windows) == set(FEEDS)

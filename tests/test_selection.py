@@ -70,7 +70,12 @@ def test_child_only_then_both_emits_every_intent_row_once_and_enriches_in_both_r
         assert intent_state(child_only.final_state).get("feeds", {}) == {}  # the parent's bookmark did not move
         child_windows = child_only.final_state["bookmarks"][ENRICHED]["feeds"]
         start, end = window(sb, 3)
-        one_window = {"last_window_start": start.isoformat(), "last_window_end": end.isoformat()}
+        one_window = {
+            "last_window_start": start.isoformat(),
+            "last_window_end": end.isoformat(),
+            "coverage": {"start_date": start.isoformat(), "intent_require_contact_id": False,
+                         "intent_get_pii": False, "intent_include_business_info": False},
+        }
         assert child_windows == {feed_id: one_window for feed_id in FEEDS}
         spent_by_child = sb.stats()["quota_spent"]
         assert sum(spent_by_child.values()) == row_count(sb, 3)
@@ -155,7 +160,14 @@ def test_parent_only_enriches_nothing_and_a_later_child_gets_its_first_window():
         assert_enriched_exactly(sb, both.records(ENRICHED), expected_contact_ids(sb, FEEDS, 3))
         assert len(both.records(INTENT)) == row_count(sb, 3)
         bookmarks = both.final_state["bookmarks"]
-        assert bookmarks[INTENT]["feeds"] == bookmarks[ENRICHED]["feeds"]
+        first_start = parent_only.final_state["bookmarks"][INTENT]["feeds"]
+        for feed_id, child in bookmarks[ENRICHED]["feeds"].items():
+            parent = bookmarks[INTENT]["feeds"][feed_id]
+            window = ("last_window_start", "last_window_end")
+            assert [child[key] for key in window] == [parent[key] for key in window]
+            # Each covers from its own first window: the child from this run's, the parent from the first run's.
+            assert child["coverage"]["start_date"] == child["last_window_start"]
+            assert parent["coverage"]["start_date"] == first_start[feed_id]["last_window_start"]
 
 
 def test_backstory_selections_touch_only_their_own_jobs_and_keep_other_bookmarks():
