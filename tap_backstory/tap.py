@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import stat
 import sys
 import typing as t
@@ -18,10 +19,13 @@ from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
 from tap_backstory.client import LOGGER, ApiClient, ConfigError, TapBackstoryError, is_loopback
 from tap_backstory.names import ENRICHMENT_SECTIONS, STREAM_CREDENTIALS, STREAM_ORDER
 from tap_backstory.state_check import check_state
+from tap_backstory.stopping import STOP, exit_now, signal_cause
 from tap_backstory.windows import Clock, parse_day, plural
 from tap_backstory.writer import BufferedMsgSpecWriter
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.streams import Stream
 
 # The Backstory key type each Backstory stream needs (its settings: `names.STREAM_CREDENTIALS`).
@@ -366,6 +370,13 @@ class TapBackstory(Tap):
         finally:
             self._log_request_counts()
 
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT (installed by the SDK's `PluginBase._setup_signal_handlers`): exit 143/130 after the
+        last STATE written, in one line, instead of the SDK's exit 0 with the current, possibly half-window,
+        state (see `stopping`; listed in tap_backstory/sdk.py)."""
+        writer = getattr(self, "message_writer", None)  # a signal may come while PluginBase.__init__ runs
+        STOP.on_signal(signum, writer if isinstance(writer, BufferedMsgSpecWriter) else None)
+
     def _log_request_counts(self) -> None:
         for name in ("activity_api", "object_api", "contactbased_api"):
             api = self.__dict__.get(name)  # only the clients this run created (cached properties)
@@ -487,6 +498,8 @@ def main() -> None:
     """Console entry point: the SDK CLI, with every failure reduced to one line on stderr and exit 1."""
     try:
         TapBackstory.cli()
+    except KeyboardInterrupt:  # Ctrl-C before the tap installed its handler (while starting up)
+        exit_now(130, signal_cause(signal.SIGINT, 0))
     except Exception as exc:
         if os.environ.get("TAP_BACKSTORY_LOGLEVEL", os.environ.get("LOGLEVEL", "")).upper() == "DEBUG":
             logging.getLogger("tap-backstory").exception("the run failed")
