@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import os
@@ -10,6 +11,7 @@ import stat
 import sys
 import typing as t
 
+import click
 import singer_sdk.singerlib as singer
 from singer_sdk import Tap
 from singer_sdk import typing as th
@@ -293,6 +295,30 @@ def check_config(config: t.Mapping[str, t.Any], clock: Clock) -> None:
             raise ConfigError(f"enrichment_sections must be a non-empty subset of {list(ENRICHMENT_SECTIONS)}")
 
 
+ENV_PREFIX = "TAP_BACKSTORY_"
+OWN_ENV_VARS = frozenset({"TODAY", "READ_TIMEOUT_SECONDS", "HEARTBEAT_SECONDS", "LOGLEVEL"})
+"""TAP_BACKSTORY_* variables that are not settings: the tap's clock and test knobs, the SDK's log level."""
+
+
+def warn_unknown_env_vars(settings: t.Iterable[str], environ: t.Mapping[str, str]) -> list[str]:
+    """One WARNING per TAP_BACKSTORY_* variable that names no setting (a typo is otherwise silently ignored, under
+    `--config ENV` and under Meltano alike), with the nearest setting's variable. Meltano's own variables
+    (`TAP_BACKSTORY__SELECT`, ...: a double underscore) are not settings and are left alone. Returns the names."""
+    known = {name.upper() for name in settings}
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and not name.startswith(f"{ENV_PREFIX}_")
+        and name[len(ENV_PREFIX) :] not in known | OWN_ENV_VARS
+    )
+    for name in unknown:
+        nearest = difflib.get_close_matches(name[len(ENV_PREFIX) :], sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {ENV_PREFIX}{nearest[0]}?" if nearest else "`tap-backstory --about` lists the settings"
+        LOGGER.warning("Environment variable %s is not a tap-backstory setting and is ignored (%s)", name, hint)
+    return unknown
+
+
 def describe_schema_error(error: t.Any) -> str:
     """One line naming the setting; never echoes the value of a secret."""
     setting = str(error.path[0]) if error.path else "config"
@@ -325,6 +351,24 @@ class TapBackstory(Tap):
         if state is not None and not isinstance(state, dict | str | os.PathLike):
             check_state(state)
         super().__init__(state=state, **kwargs)
+        self._quiet_metrics()
+
+    def _quiet_metrics(self) -> None:
+        """The SDK logs a `METRIC: {json}` line at INFO for every stream, child context and request timer: noise
+        to a reader of the run. They show at TAP_BACKSTORY_LOGLEVEL=DEBUG; a logging config given in
+        SINGER_SDK_LOG_CONFIG (the SDK's documented way to route its `singer_sdk.metrics` logger) keeps the SDK's
+        own behaviour, METRIC lines at INFO."""
+        if "SINGER_SDK_LOG_CONFIG" not in os.environ and self.metrics_logger.getEffectiveLevel() > logging.DEBUG:
+            self.metrics_logger.setLevel(logging.WARNING)
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's CLI, with `--test` described as what it does here (not the SDK's "sync a single record")."""
+        command = super().get_singer_command()
+        for param in command.params:
+            if param.name == "test" and isinstance(param, click.Option):
+                param.help = TEST_HELP
+        return command
 
     def run_connection_test(self) -> bool:
         """`--test` (and `meltano config test`): prove each configured API's credentials and reachability
@@ -413,6 +457,7 @@ class TapBackstory(Tap):
         for key in sorted(self._config):
             if key not in known and not key.startswith("_"):  # `_...`: Meltano's extras
                 LOGGER.warning("Unknown setting %r is ignored (a typo? `tap-backstory --about` lists them)", key)
+        warn_unknown_env_vars(known, os.environ)
         return messages
 
     def load_state(self, state: dict[str, t.Any]) -> None:
@@ -467,6 +512,11 @@ class TapBackstory(Tap):
                 raise ConfigError(f"stream {name} is selected in the catalog, but {setting} is not set")
 
 
+TEST_HELP = (
+    "Use --test for a free connection test: per configured key, get a token and read a job list or the feed list "
+    "(no export job, search or export; no quota spent), then write one connection_test RECORD per stream. "
+    "Use --test=schema to write the SCHEMA messages only."
+)
 CONNECTION_TEST_STREAM = "connection_test"
 """The one stream a connection test writes: a RECORD per checked stream (not data of any real stream)."""
 
