@@ -544,10 +544,23 @@ def describe_failure(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {exc}"
 
 
+def quiet_discovery() -> None:
+    """Discovery logs warnings only. Meltano discovers before it syncs (until the catalog is cached), and both
+    invocations logged the same set-up lines (version, env parsing, child streams): the sync says them once.
+    TAP_BACKSTORY_LOGLEVEL=DEBUG keeps everything."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING)
+
+
 def main() -> None:
     """Console entry point: the SDK CLI, with every failure reduced to one line on stderr and exit 1."""
     try:
-        TapBackstory.cli()
+        command = TapBackstory.cli  # sets up the SDK's console logging
+        if "--discover" in sys.argv[1:]:
+            quiet_discovery()
+        command()
     except KeyboardInterrupt:  # Ctrl-C before the tap installed its handler (while starting up)
         exit_now(130, signal_cause(signal.SIGINT, 0))
     except Exception as exc:
