@@ -355,10 +355,10 @@ class TapBackstory(Tap):
 
     def _quiet_metrics(self) -> None:
         """The SDK logs a `METRIC: {json}` line at INFO for every stream, child context and request timer: noise
-        to a reader of the run. They show at TAP_BACKSTORY_LOGLEVEL=DEBUG; a logging config given in
-        SINGER_SDK_LOG_CONFIG (the SDK's documented way to route its `singer_sdk.metrics` logger) keeps the SDK's
-        own behaviour, METRIC lines at INFO."""
-        if "SINGER_SDK_LOG_CONFIG" not in os.environ and self.metrics_logger.getEffectiveLevel() > logging.DEBUG:
+        to a reader of the run. They show at TAP_BACKSTORY_LOGLEVEL=DEBUG, or wherever a logging config
+        (SINGER_SDK_LOG_CONFIG, the SDK's documented way) gives the `singer_sdk.metrics` logger handlers of its
+        own. Meltano always sets SINGER_SDK_LOG_CONFIG, with a root handler only: that does not count."""
+        if self.metrics_logger.getEffectiveLevel() > logging.DEBUG and not self.metrics_logger.handlers:
             self.metrics_logger.setLevel(logging.WARNING)
 
     @classmethod

@@ -220,7 +220,17 @@ def test_an_unknown_tap_backstory_variable_gets_one_warning_naming_the_nearest_s
     )
 
 
-def test_run_logs_say_each_thing_once_and_agree_with_each_other():
+MELTANO_LOG_CONFIG = {  # what Meltano 4.4.1 hands every SDK tap in SINGER_SDK_LOG_CONFIG (a root handler only)
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"singer_formatter": {"format": "%(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "singer_formatter",
+                             "stream": "ext://sys.stderr"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+}
+
+
+def test_run_logs_say_each_thing_once_and_agree_with_each_other(tmp_path):
     """The window summary names the range the windows really cover (the backfill's last one is stretched past
     today), a child stream says it begins once (not once per enrichment batch), METRIC lines only at DEBUG."""
     with backstory.sandbox() as sb:
@@ -231,6 +241,8 @@ def test_run_logs_say_each_thing_once_and_agree_with_each_other():
         assert result.returncode == 0, result.stderr[-2000:]
         [window] = backstory.windows(sb)
         debug = run(sb, config, env={"TAP_BACKSTORY_LOGLEVEL": "DEBUG"})
+        (tmp_path / "logging.json").write_text(json.dumps(MELTANO_LOG_CONFIG))
+        under_meltano = run(sb, config, env={"SINGER_SDK_LOG_CONFIG": str(tmp_path / "logging.json")})
     span = f"{window['start_date']}..{window['end_date']}"
     assert window["end_date"] > TODAY.isoformat()  # stretched: the case where the two lines used to disagree
     assert f"activities: 1 snapshot window from {window['start_date']} to {window['end_date']}\n" in result.stderr
@@ -239,3 +251,5 @@ def test_run_logs_say_each_thing_once_and_agree_with_each_other():
     assert len(result.records("enriched_contact_records")) > 20  # several batches, so several child syncs
     assert "METRIC" not in result.stderr
     assert debug.returncode == 0 and '"metric":"record_count"' in debug.stderr
+    assert under_meltano.returncode == 0 and "Window 1 of 1" in under_meltano.stderr
+    assert "METRIC" not in under_meltano.stderr
