@@ -74,7 +74,9 @@ def test_meltano_config_test_gets_its_record_from_the_connection_test_and_spends
         returncode, lines = meltano_config_test(backstory.tap_config(sb))
         time.sleep(0.5)  # a sync would have gone on until terminated: let it show in the stats
         assert_nothing_spent(sb)
-    assert returncode in (0, -15), lines[-5:]
+    # Done (0); stopped by the SIGTERM while running (143, tests/test_stopping.py); or the SIGTERM came while
+    # Python was already shutting down, after all output, when the default action applies (-15).
+    assert returncode in (0, 143, -15), lines[-5:]
     assert json.loads(lines[-1])["stream"] == "connection_test"
     assert any("as under `meltano config test`: running the connection test" in line for line in lines)
 
