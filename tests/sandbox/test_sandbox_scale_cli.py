@@ -83,6 +83,7 @@ def test_cli_prints_urls_and_credentials(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+        proc.stdout.close()
 
 
 def test_cli_help_documents_flags():
