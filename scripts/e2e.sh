@@ -33,7 +33,7 @@ CHECK=(uv run --frozen python scripts/e2e_check.py --sandbox "$SANDBOX" --start-
 restart_sandbox() { stop_sandbox; start_sandbox "$WORK/sandbox-$1.log" --today "$TAP_BACKSTORY_TODAY"; }
 
 scripts/pg.sh start
-psql -h 127.0.0.1 -p 5433 -U postgres -qc "DROP SCHEMA IF EXISTS tap_backstory CASCADE" tap >/dev/null
+PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5433 -U postgres -qc "DROP SCHEMA IF EXISTS tap_backstory CASCADE" tap >/dev/null  # no NOTICE
 "${MELTANO[@]}" install
 restart_sandbox config-test
 "${MELTANO[@]}" --environment prod config test tap-backstory
@@ -55,17 +55,15 @@ for later in second third; do
   "${CHECK[@]}" "$later" --warehouses duckdb postgres
 done
 
-echo "== another Meltano project: the README's plugin definition, pip_url the built wheel, into target-jsonl"
+echo "== another Meltano project: the README's plugin definitions (tap: pip_url the built wheel; target-jsonl)"
 uv build --wheel --out-dir "$WORK/dist" --quiet
 WHEELS=("$WORK"/dist/tap_backstory-*.whl)
 ELSEWHERE="$WORK/elsewhere"
 mkdir "$ELSEWHERE"
 {
-  printf 'version: 1\nproject_id: tap-backstory-elsewhere\ndefault_environment: dev\nenvironments:\n- name: dev\n'
+  printf 'project_id: tap-backstory-elsewhere\ndefault_environment: dev\nenvironments:\n- name: dev\n'
   printf 'send_anonymous_usage_stats: false\n'
-  uv run --frozen python scripts/readme_plugin.py --pip-url "${WHEELS[0]}"
-  printf '  loaders:\n  - name: target-jsonl\n    namespace: target_jsonl\n    pip_url: target-jsonl==0.1.4\n'
-  printf '    settings:\n    - name: destination_path\n'
+  uv run --frozen python scripts/readme_plugin.py --pip-url "${WHEELS[0]}"   # the tap and the loader, as pasted
 } >"$ELSEWHERE/meltano.yml"
 export TARGET_JSONL_DESTINATION_PATH="$ELSEWHERE/output"      # read by scripts/row_counts.py too
 mkdir "$TARGET_JSONL_DESTINATION_PATH"

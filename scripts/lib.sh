@@ -21,6 +21,8 @@ ensure_uv() {
       .tools/uv/bin/python -m pip install -q --disable-pip-version-check 'uv==0.13.9' || return 1
     fi
     export PATH="$PWD/.tools/uv/bin:$PATH"
+    echo "uv is not on your PATH; the scripts use $PWD/.tools/uv/bin/uv. For the README's uv commands, first run:" >&2
+    echo "  export PATH=\"$PWD/.tools/uv/bin:\$PATH\"" >&2
   fi
 }
 

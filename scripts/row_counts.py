@@ -1,6 +1,8 @@
 """Print the row count of every tap-backstory table in the DuckDB or PostgreSQL warehouse (or target-jsonl's files).
 
-usage: python scripts/row_counts.py duckdb|postgres|jsonl [--json FILE]
+usage: python scripts/row_counts.py duckdb|postgres|jsonl [--json FILE] [--since FILE]
+
+`--json FILE` saves the counts; `--since FILE` (counts saved before a run) adds what the run added per table.
 
 The locations are the loaders' own settings, so a run and its check cannot look at different places:
 TARGET_DUCKDB_FILEPATH (default: the demo's output/warehouse.duckdb), TARGET_JSONL_DESTINATION_PATH.
@@ -47,15 +49,32 @@ def counts(warehouse: str) -> dict[str, int]:
         return {t: con.execute(f"select count(*) from {SCHEMA}.{t}").fetchone()[0] for t in TABLES}
 
 
+def where(warehouse: str) -> str:
+    if warehouse == "duckdb":
+        return f"DuckDB file {Path(DUCKDB_FILE).resolve()}"
+    if warehouse == "postgres":
+        return f"PostgreSQL {POSTGRES_DSN.split(' password=')[0]}"
+    return f"target-jsonl files in {os.environ['TARGET_JSONL_DESTINATION_PATH']}"
+
+
+def option(name: str) -> str | None:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None
+
+
 def main() -> None:
     warehouse = sys.argv[1]
-    result = counts(warehouse)
-    print(f"rows per table in {warehouse} (schema {SCHEMA}):")
+    result = counts(warehouse) if warehouse != "duckdb" or Path(DUCKDB_FILE).exists() else dict.fromkeys(TABLES, 0)
+    since = option("--since")
+    before = json.loads(Path(since).read_text()) if since and Path(since).exists() else None
+    print(f"rows per table in the {where(warehouse)}, schema {SCHEMA}:")
+    print(f"  {'table':<26} {'rows':>8}" + ("  added by this run" if before is not None else ""))
     for table, number in result.items():
-        print(f"  {table:<26} {number:>8}")
-    if "--json" in sys.argv:
-        with open(sys.argv[sys.argv.index("--json") + 1], "w") as out:
-            json.dump(result, out)
+        added = f"  {number - before.get(table, 0):+8d}" if before is not None else ""
+        print(f"  {table:<26} {number:>8}{added}")
+    if before is not None and result == before:
+        print("  (no new rows: this run re-read only what the stored state left to read, and the target upserted it)")
+    if option("--json"):
+        Path(option("--json")).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

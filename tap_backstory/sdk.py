@@ -1,6 +1,6 @@
 """Everything the tap takes from the Singer SDK beyond its public API, in one place.
 
-The tap overrides two private SDK methods, calls two more, sets one private flag, reads private attributes and
+The tap overrides three private SDK methods, calls two more, sets one private flag, reads private attributes and
 copies a few pieces of SDK code. `SDK_CODE` and `PRIVATE_NAMES` below list all of them, with where the tap
 uses each and why; `tests/test_sdk_surface.py` checks them against the installed SDK (fingerprints of the code
 as of `RECORDED_FOR`, and that every private name still exists), so an SDK upgrade fails there, naming what
@@ -74,6 +74,31 @@ SDK_CODE = (
         "(which fills in setting defaults) after `append_builtin_config`, and must still be what "
         "PluginBase.__init__ calls; tests/test_config.py",
         "ee3e4974921c6386de72aa0778c1c8ca2f829605d9c6892dae07738c99bc4ace",
+    ),
+    SdkCode(
+        "singer_sdk.tap_base:Tap._handle_termination",
+        "overrides",
+        "tap_backstory/tap.py TapBackstory._handle_termination (tap_backstory/stopping.py)",
+        "the SDK's handler writes the current state (possibly half a window) and exits 0 through "
+        "PluginBase._handle_termination; the override writes nothing more and exits 143/130 with one line. If "
+        "the SDK's handler now does something a stop needs (drains, closes), port it; tests/test_stopping.py",
+        "52eaa9b63d3c9927187676e718cde297da9609b07f2d046efeab1ccfea41c46b",
+    ),
+    SdkCode(
+        "singer_sdk.plugin_base:PluginBase._handle_termination",
+        "overrides",
+        "tap_backstory/tap.py TapBackstory._handle_termination (tap_backstory/stopping.py)",
+        "not called by the override (it logs 'Gracefully shutting down...' and exits 0); tests/test_stopping.py",
+        "599a0e95e7233b7b37501b20e83f37d7a009bb696d48635915b88a0907f5c928",
+    ),
+    SdkCode(
+        "singer_sdk.plugin_base:PluginBase._setup_signal_handlers",
+        "relies on",
+        "tap_backstory/tap.py TapBackstory._handle_termination",
+        "it must still install `self._handle_termination` for SIGINT and SIGTERM when the tap is built in the "
+        "main thread; tests/test_sdk_surface.py::test_the_sdk_installs_the_taps_termination_handler, "
+        "tests/test_stopping.py",
+        "3e1fd71ecb58c2beb2e9456729087b0dd9bbe235302b5a106fea2f64b7d410d7",
     ),
     SdkCode(
         "singer_sdk.streams.core:Stream._write_state_message",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import os
+import signal
 import stat
 import sys
 import typing as t
 
+import click
 import singer_sdk.singerlib as singer
 from singer_sdk import Tap
 from singer_sdk import typing as th
@@ -18,10 +21,13 @@ from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
 from tap_backstory.client import LOGGER, ApiClient, ConfigError, TapBackstoryError, is_loopback
 from tap_backstory.names import ENRICHMENT_SECTIONS, STREAM_CREDENTIALS, STREAM_ORDER
 from tap_backstory.state_check import check_state
+from tap_backstory.stopping import STOP, exit_now, signal_cause
 from tap_backstory.windows import Clock, parse_day, plural
 from tap_backstory.writer import BufferedMsgSpecWriter
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.streams import Stream
 
 # The Backstory key type each Backstory stream needs (its settings: `names.STREAM_CREDENTIALS`).
@@ -290,6 +296,30 @@ def check_config(config: t.Mapping[str, t.Any], clock: Clock) -> None:
             raise ConfigError(f"enrichment_sections must be a non-empty subset of {list(ENRICHMENT_SECTIONS)}")
 
 
+ENV_PREFIX = "TAP_BACKSTORY_"
+OWN_ENV_VARS = frozenset({"TODAY", "READ_TIMEOUT_SECONDS", "HEARTBEAT_SECONDS", "LOGLEVEL"})
+"""TAP_BACKSTORY_* variables that are not settings: the tap's clock and test knobs, the SDK's log level."""
+
+
+def warn_unknown_env_vars(settings: t.Iterable[str], environ: t.Mapping[str, str]) -> list[str]:
+    """One WARNING per TAP_BACKSTORY_* variable that names no setting (a typo is otherwise silently ignored, under
+    `--config ENV` and under Meltano alike), with the nearest setting's variable. Meltano's own variables
+    (`TAP_BACKSTORY__SELECT`, ...: a double underscore) are not settings and are left alone. Returns the names."""
+    known = {name.upper() for name in settings}
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and not name.startswith(f"{ENV_PREFIX}_")
+        and name[len(ENV_PREFIX) :] not in known | OWN_ENV_VARS
+    )
+    for name in unknown:
+        nearest = difflib.get_close_matches(name[len(ENV_PREFIX) :], sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {ENV_PREFIX}{nearest[0]}?" if nearest else "`tap-backstory --about` lists the settings"
+        LOGGER.warning("Environment variable %s is not a tap-backstory setting and is ignored (%s)", name, hint)
+    return unknown
+
+
 def describe_schema_error(error: t.Any) -> str:
     """One line naming the setting; never echoes the value of a secret."""
     setting = str(error.path[0]) if error.path else "config"
@@ -322,6 +352,24 @@ class TapBackstory(Tap):
         if state is not None and not isinstance(state, dict | str | os.PathLike):
             check_state(state)
         super().__init__(state=state, **kwargs)
+        self._quiet_metrics()
+
+    def _quiet_metrics(self) -> None:
+        """The SDK logs a `METRIC: {json}` line at INFO for every stream, child context and request timer: noise
+        to a reader of the run. They show at TAP_BACKSTORY_LOGLEVEL=DEBUG, or wherever a logging config
+        (SINGER_SDK_LOG_CONFIG, the SDK's documented way) gives the `singer_sdk.metrics` logger handlers of its
+        own. Meltano always sets SINGER_SDK_LOG_CONFIG, with a root handler only: that does not count."""
+        if self.metrics_logger.getEffectiveLevel() > logging.DEBUG and not self.metrics_logger.handlers:
+            self.metrics_logger.setLevel(logging.WARNING)
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's CLI, with `--test` described as what it does here (not the SDK's "sync a single record")."""
+        command = super().get_singer_command()
+        for param in command.params:
+            if param.name == "test" and isinstance(param, click.Option):
+                param.help = TEST_HELP
+        return command
 
     def run_connection_test(self) -> bool:
         """`--test` (and `meltano config test`): prove each configured API's credentials and reachability
@@ -367,6 +415,13 @@ class TapBackstory(Tap):
         finally:
             self._log_request_counts()
 
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT (installed by the SDK's `PluginBase._setup_signal_handlers`): exit 143/130 after the
+        last STATE written, in one line, instead of the SDK's exit 0 with the current, possibly half-window,
+        state (see `stopping`; listed in tap_backstory/sdk.py)."""
+        writer = getattr(self, "message_writer", None)  # a signal may come while PluginBase.__init__ runs
+        STOP.on_signal(signum, writer if isinstance(writer, BufferedMsgSpecWriter) else None)
+
     def _log_request_counts(self) -> None:
         for name in ("activity_api", "object_api", "contactbased_api"):
             api = self.__dict__.get(name)  # only the clients this run created (cached properties)
@@ -403,6 +458,7 @@ class TapBackstory(Tap):
         for key in sorted(self._config):
             if key not in known and not key.startswith("_"):  # `_...`: Meltano's extras
                 LOGGER.warning("Unknown setting %r is ignored (a typo? `tap-backstory --about` lists them)", key)
+        warn_unknown_env_vars(known, os.environ)
         return messages
 
     def load_state(self, state: dict[str, t.Any]) -> None:
@@ -457,6 +513,11 @@ class TapBackstory(Tap):
                 raise ConfigError(f"stream {name} is selected in the catalog, but {setting} is not set")
 
 
+TEST_HELP = (
+    "Use --test for a free connection test: per configured key, get a token and read a job list or the feed list "
+    "(no export job, search or export; no quota spent), then write one connection_test RECORD per stream. "
+    "Use --test=schema to write the SCHEMA messages only."
+)
 CONNECTION_TEST_STREAM = "connection_test"
 """The one stream a connection test writes: a RECORD per checked stream (not data of any real stream)."""
 
@@ -484,10 +545,25 @@ def describe_failure(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {exc}"
 
 
+def quiet_discovery() -> None:
+    """Discovery logs warnings only. Meltano discovers before it syncs (until the catalog is cached), and both
+    invocations logged the same set-up lines (version, env parsing, child streams): the sync says them once.
+    TAP_BACKSTORY_LOGLEVEL=DEBUG keeps everything."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING)
+
+
 def main() -> None:
     """Console entry point: the SDK CLI, with every failure reduced to one line on stderr and exit 1."""
     try:
-        TapBackstory.cli()
+        command = TapBackstory.cli  # sets up the SDK's console logging
+        if "--discover" in sys.argv[1:]:
+            quiet_discovery()
+        command()
+    except KeyboardInterrupt:  # Ctrl-C before the tap installed its handler (while starting up)
+        exit_now(130, signal_cause(signal.SIGINT, 0))
     except Exception as exc:
         if os.environ.get("TAP_BACKSTORY_LOGLEVEL", os.environ.get("LOGLEVEL", "")).upper() == "DEBUG":
             logging.getLogger("tap-backstory").exception("the run failed")

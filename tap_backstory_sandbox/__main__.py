@@ -1,8 +1,9 @@
 """CLI of the local emulator used by the tests and the demo (not a data source):
 ``tap-backstory-sandbox --port 0 [--host 127.0.0.1] [--today YYYY-MM-DD] ... [--faults FILE.json]``.
 
-Prints, one per line and flushed: ``backstory_url=...``, ``contactbased_url=...``, each demo credential as
-``name=value``, then ``ready``; runs until SIGINT/SIGTERM.
+Prints, one per line and flushed, the tap settings to use it under the tap's own setting names: ``api_url=...``,
+``contactbased_api_url=...``, each demo credential as ``name=value``, a ``start_date``, then ``ready``; runs
+until SIGINT/SIGTERM. ``--config-out FILE`` writes the same settings as a complete tap config (JSON).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import signal
 import sys
 import threading
 from dataclasses import fields
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from .server import Sandbox
-from .settings import DEMO_CREDENTIALS, SandboxSettings
+from .settings import SandboxSettings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +36,12 @@ def _parser() -> argparse.ArgumentParser:
                    "Default: 0.")
     p.add_argument("--faults", metavar="FILE.json",
                    help="JSON object of setting and fault overrides applied at start (the names below).")
-    p.add_argument("--config-out", metavar="FILE", help="Writes the tap config (URLs and demo credentials) as JSON.")
+    p.add_argument(
+        "--config-out",
+        metavar="FILE",
+        help="Writes a complete tap config as JSON (both URLs, the demo credentials, a start_date "
+        f"{CONFIG_START_DAYS} days before the sandbox's today): `tap-backstory --config FILE` runs with it.",
+    )
     defaults = SandboxSettings()
     for f in fields(SandboxSettings):
         if f.name == "extra":
@@ -73,6 +79,16 @@ def _field_doc(name: str) -> str:
     raise ValueError(f"sandbox setting {name} has no docstring")
 
 
+CONFIG_START_DAYS = 30
+
+
+def tap_config(sb: Sandbox) -> dict[str, Any]:
+    """A tap config that runs as is: `Sandbox.tap_config()` (URLs, credentials) plus the `start_date` the Backstory
+    streams require. The tap's "today" is the real UTC date: with `--today`, set TAP_BACKSTORY_TODAY to the same day."""
+    start = sb.settings.current_day() - timedelta(days=CONFIG_START_DAYS)
+    return {**sb.tap_config(), "start_date": start.isoformat()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = SandboxSettings()
@@ -94,14 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sb = Sandbox(settings, host=args.host, port=args.port).start()
+    config = tap_config(sb)
     if args.config_out:
         with open(args.config_out, "w", encoding="utf-8") as fh:
-            json.dump(sb.tap_config(), fh, indent=2)
+            json.dump(config, fh, indent=2)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    lines = [f"backstory_url={sb.backstory_url}", f"contactbased_url={sb.contactbased_url}",
-             *(f"{k}={v}" for k, v in DEMO_CREDENTIALS.items()), "ready"]
+    lines = [*(f"{k}={v}" for k, v in config.items()), "ready"]
     for line in lines:
         print(line, flush=True)
     try:

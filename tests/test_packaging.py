@@ -193,3 +193,14 @@ def test_scripts_bootstrap_uv_without_touching_the_system_python(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines()[0] == str(tmp_path / ".tools/uv/bin/uv")
     assert out.stdout.splitlines()[1].startswith("uv 0.13.9")
+    # uv is not on the user's PATH afterwards: the scripts say how to put it there for the README's uv commands.
+    assert f'export PATH="{tmp_path}/.tools/uv/bin:$PATH"' in out.stderr
+
+
+def test_readme_loader_definition_installs_without_the_hub():
+    """`meltano add loader target-jsonl` needs Meltano Hub; the README's inline definition does not (a plugin with
+    a namespace and a pip_url is custom), and scripts/e2e.sh installs exactly it."""
+    [loader] = yaml.safe_load(plugin_definition())["plugins"]["loaders"]
+    assert (loader["name"], loader["namespace"], loader["pip_url"]) == ("target-jsonl", "target_jsonl",
+                                                                        "target-jsonl==0.1.4")
+    assert [setting["name"] for setting in loader["settings"]] == ["destination_path"]

@@ -13,7 +13,9 @@ import importlib
 import importlib.metadata
 import inspect
 import operator
+import signal
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -148,6 +150,19 @@ def test_private_names_the_tap_uses_still_exist(request, name):
         f"singer-sdk {importlib.metadata.version('singer-sdk')}: {name.owner} has no `{name.name}` any more; "
         f"the tap uses it in {name.tap} ({name.why}). See docs/sdk-upgrade.md."
     )
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals: main thread only")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_sdk_installs_the_taps_termination_handler(signum):
+    """Built in the main thread, the tap's `_handle_termination` (exit 143/130, tap_backstory/stopping.py) is
+    what SIGTERM and SIGINT call, installed by the SDK's `PluginBase._setup_signal_handlers`."""
+    before = signal.getsignal(signum)
+    try:
+        tap = TapBackstory(config={"contactbased_api_key": "key"}, parse_env_config=False)
+        assert signal.getsignal(signum) == tap._handle_termination
+    finally:
+        signal.signal(signum, before)  # leave pytest's own handler in place
 
 
 def private_sdk_imports(source: str) -> list[str]:

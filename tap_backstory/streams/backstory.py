@@ -83,8 +83,13 @@ class BackstoryExportStream(TapStream):
             self.logger.info("%s: nothing to do, the bookmark %s already reaches %s", self.name, state.bookmark, end)
             return
         if windows:
+            # The range the windows really cover: past today when the last one is stretched (explained next).
             self.logger.info(
-                "%s: %d %s window(s) from %s to %s", self.name, len(windows), export_type, windows[0].start, end
+                "%s: %s from %s to %s",
+                self.name,
+                plural(len(windows), f"{export_type} window"),
+                windows[0].start,
+                windows[-1].end,
             )
         else:
             self.logger.info("%s: no new window, the bookmark %s already reaches %s", self.name, state.bookmark, end)

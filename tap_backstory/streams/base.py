@@ -62,10 +62,16 @@ class TapStream(Stream):
     def tap(self) -> TapBackstory:
         return self._tap
 
+    _sync_begun = False
+
     def log(self, message: str, *args: t.Any, level: int = logging.INFO, **kwargs: t.Any) -> None:
         if message.startswith("Beginning sync of '%s' in %s mode"):  # the SDK's line (0.54.9 `Stream.sync`)
             message = message.replace(" in %s mode", ": %s", 1)
             args = (args[0], self.sync_description, *args[2:])
+            # A child stream is synced once per parent context (here: per enrichment batch): say it once.
+            if self._sync_begun:
+                level = logging.DEBUG
+            self._sync_begun = True
         super().log(message, *args, level=level, **kwargs)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tracemalloc
 from datetime import date
+from pathlib import Path
 
 import requests
 
@@ -60,18 +62,28 @@ def test_cli_prints_urls_and_credentials(tmp_path):
             assert line, "sandbox exited early"
             lines.append(line.strip())
         kv = dict(line.split("=", 1) for line in lines[:-1])
-        assert list(kv) == ["backstory_url", "contactbased_url", *DEMO_CREDENTIALS]
+        # The tap's own setting names, so what it prints can be pasted as the tap's settings.
+        assert list(kv) == ["api_url", "contactbased_api_url", *DEMO_CREDENTIALS, "start_date"]
         assert all(kv[k] == v for k, v in DEMO_CREDENTIALS.items())
-        assert kv["backstory_url"].endswith("/backstory")
+        assert kv["api_url"].endswith("/backstory")
+        assert kv["start_date"] == (TODAY - dt.timedelta(days=30)).isoformat()
         config = json.loads(cfg.read_text())
-        assert config["api_url"] == kv["backstory_url"] and config["contactbased_api_url"] == kv["contactbased_url"]
-        base = kv["backstory_url"].rsplit("/", 1)[0]
+        assert config == kv
+        # A complete config: the tap runs its connection test with it as is (on the sandbox's day).
+        tap = subprocess.run(
+            [str(Path(sys.executable).with_name("tap-backstory")), "--config", str(cfg), "--test"],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "TAP_BACKSTORY_TODAY": TODAY.isoformat()})
+        assert tap.returncode == 0, tap.stderr[-2000:]
+        assert tap.stdout.count('"type":"RECORD"') == 4
+        base = kv["api_url"].rsplit("/", 1)[0]
         st = requests.get(base + "/_sandbox/stats", timeout=5).json()["settings"]
         assert st["today"] == TODAY.isoformat() and st["fail_jobs"] == 2 and st["page_size"] == 50
         assert st["activities_per_day"] == 5
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+        proc.stdout.close()
 
 
 def test_cli_help_documents_flags():
