@@ -102,6 +102,8 @@ class IntentFeeds:
         self.log = log
         self.caps = FeedCaps(api, options.lookback_days, clock, log)
         self.exports = FeedExports(api, options, clock, log)
+        self.made_this_run: set[str] = set()
+        """Exports made or adopted by this run: their layout is fresh; a flight's from state is refreshed."""
 
     def feeds(self) -> list[dict]:
         """The configured feeds (default: all), with their options, cap and quota; checked before any search."""
@@ -186,7 +188,9 @@ class IntentFeeds:
         self.exports.check_quota(feed, flight)
 
     def export(self, feed: dict, flight: dict, *, resumed: bool) -> dict:
-        return self.exports.export(feed, flight, resumed=resumed)
+        export = self.exports.export(feed, flight, resumed=resumed)
+        self.made_this_run.add(export["export_id"])
+        return export
 
     def pages(self, feed_id: str, flight: dict) -> t.Iterator[tuple[int, list[dict]]]:
         """(page number, rows) of the flight's export, from its `next_page` on, each page checked against the
@@ -194,9 +198,13 @@ class IntentFeeds:
         search, once per run, and read on from the same page (the flight is updated in place)."""
         page = first_page = flight["next_page"]
         made_again = False
-        while page <= flight["total_pages"]:
+        refresh = flight["export_id"] not in self.made_this_run
+        while page <= flight["total_pages"] or refresh:
             export_id = flight["export_id"]
             try:
+                if refresh:  # a flight resumed from state: its export as the server describes it now
+                    refresh, page = False, self.exports.refresh(feed_id, flight, page)
+                    continue
                 body = self.api.request(
                     "POST", "/intent/feeds/exports/page", json={"export_id": export_id, "page": page}
                 )
@@ -224,8 +232,9 @@ class IntentFeeds:
         """Make a gone export again from the flight's saved search; the page to read on from. When the search is
         gone too, a flight that emitted nothing yet in this run searches its window again (rows an earlier run
         emitted come back with the same row_key); one that did fails, and the next run does that instead."""
-        if self.exports.make_again(feed_id, flight, gone):
-            return page if flight["next_page"] == page else flight["next_page"]
+        read_on = self.exports.make_again(feed_id, flight, gone, page)
+        if read_on is not None:
+            return read_on
         if page != first_page:
             raise TapBackstoryError(
                 f"intent feed {feed_id}: export {flight['export_id']} and its saved search {flight['job_id']} are "

@@ -144,10 +144,10 @@ class FeedExports:
             raise TapBackstoryError(f"intent feed {feed_id}: export {summary['export_id']} failed on the server side")
         return summary
 
-    def make_again(self, feed_id: str, flight: dict, gone: ApiError) -> bool:
-        """Make a gone export again from the flight's saved search (the flight is updated in place); False when
-        the search is gone too. The docs say a second export of a search costs no quota: the quota guard runs
-        all the same, and what the feed's quota says before and after is logged."""
+    def make_again(self, feed_id: str, flight: dict, gone: ApiError, page: int) -> int | None:
+        """Make a gone export again from the flight's saved search (the flight is updated in place): the page to
+        read on from, or None when the search is gone too. The docs say a second export of a search costs no
+        quota: the quota guard runs all the same, and what the feed's quota says before and after is logged."""
         self.log.warning(
             "intent feed %s: export %s is gone (%s); making it again from its saved search %s",
             feed_id,
@@ -161,7 +161,7 @@ class FeedExports:
             summary = self._create_export(feed, flight, self._export_body(flight))
         except ApiError as exc:
             if exc.status in (404, 410):
-                return False
+                return None
             raise
         layout = export_layout(feed_id, self._wait_until_built(feed_id, summary), self.log)
         before, after = feed.get("export_rows_remaining"), self.listed_feed(feed_id).get("export_rows_remaining")
@@ -173,17 +173,28 @@ class FeedExports:
         else:
             self.log.info("intent feed %s: export %s made again; no export quota charged", feed_id,
                           layout["export_id"])
-        same_rows = (layout["page_size"], layout["total_rows"]) == (flight["page_size"], flight.get("total_rows"))
-        if not same_rows:
-            self.log.warning(
-                "intent feed %s: export %s is laid out unlike the gone one (%s rows, %d a page; was %s, %d): "
-                "reading it from page 1 (rows already read come again with the same row_key)",
-                feed_id, layout["export_id"], layout["total_rows"], layout["page_size"], flight.get("total_rows"),
-                flight["page_size"],
-            )  # fmt: skip
-            flight["next_page"] = 1
+        return self.adopt_layout(feed_id, flight, layout, page)
+
+    def refresh(self, feed_id: str, flight: dict, page: int) -> int:
+        """A resumed flight's export as the server describes it now (`/exports/get`): a layout stored by an
+        earlier run is not trusted over it. The page to read on from."""
+        summary = self.api.request("POST", "/intent/feeds/exports/get", json={"export_id": flight["export_id"]})
+        return self.adopt_layout(feed_id, flight, export_layout(feed_id, summary.json(), self.log), page)
+
+    def adopt_layout(self, feed_id: str, flight: dict, layout: dict, page: int) -> int:
+        """Take `layout` into the flight; read on from `page` when its rows sit where the old layout put them,
+        else from page 1 (rows already read come again, with the same row_key)."""
+        old_rows, old_size = flight.get("total_rows"), flight["page_size"]
+        rows_differ = None not in (old_rows, layout["total_rows"]) and old_rows != layout["total_rows"]
         flight.update(layout)
-        return True
+        if layout["page_size"] == old_size and not rows_differ:
+            return page
+        self.log.warning(
+            "intent feed %s: export %s is laid out unlike before (%s rows, %d a page; was %s, %d): reading it "
+            "from page 1 (rows already read come again with the same row_key)",
+            feed_id, layout["export_id"], layout["total_rows"], layout["page_size"], old_rows, old_size,
+        )  # fmt: skip
+        return 1
 
     def listed_feed(self, feed_id: str) -> dict:
         """The feed as `GET /organization/feeds` lists it now (fresh quota numbers)."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from . import data
+from . import data, faults
 from .settings import DEMO_CREDENTIALS, FEED_A_ID, FEED_B_ID, SandboxSettings
 from .state import ApiError, Request, Response, SandboxState
 
@@ -59,10 +59,16 @@ class Export:
     ready_at: float = 0.0  # monotonic time the export finishes building (export_build_seconds)
 
     def view(self) -> dict[str, Any]:
-        """The ExportSummary as the API shows it now (with `status` when exports build asynchronously)."""
-        if not self.settings.export_build_seconds:
-            return self.summary
-        return {**self.summary, "status": "ready" if time.monotonic() >= self.ready_at else "building"}
+        """The ExportSummary as the API shows it now (with `status` when exports build asynchronously, and a
+        broken `total_pages` with `export_total_pages`)."""
+        shown = dict(self.summary)
+        if self.settings.export_total_pages is not None:
+            shown["total_pages"] = self.settings.export_total_pages
+        if self.settings.export_total_rows is not None:
+            shown["total_rows"] = self.settings.export_total_rows
+        if self.settings.export_build_seconds:
+            shown["status"] = "ready" if time.monotonic() >= self.ready_at else "building"
+        return shown
 
 
 class ContactBased:
@@ -152,7 +158,11 @@ class ContactBased:
         feed_id = _field(body, "feed_id", str)
         lookback = _field(body, "lookback_days", int)
         feed = self.feed_config(feed_id)
+        if lookback > feed["lookback_days"] >= 1 and self.state.settings.search_clamps_lookback:
+            lookback = feed["lookback_days"]  # the other reading: the window is cut to the cap, not refused
         if not 1 <= lookback <= feed["lookback_days"]:
+            if not self.state.settings.search_refusal_states_cap:
+                raise ApiError(403, f"lookback_days {lookback} exceeds what this feed allows")
             raise ApiError(403, f"lookback_days {lookback} is outside the feed's allowed range "
                                 f"1..{feed['lookback_days']}")
         today = self.state.today()
@@ -285,9 +295,16 @@ class ContactBased:
         exp = self._export(body)
         page = _field(body, "page", int)
         s = exp.summary
-        if not 1 <= page <= s["total_pages"]:
+        if faults.position_hit(self.state, "export_gone"):
+            return self._make_gone(exp, page)
+        broken = exp.settings.export_total_pages is not None or exp.settings.export_total_rows is not None
+        beyond = broken and page > s["total_pages"]  # answered as an empty page
+        if not 1 <= page <= s["total_pages"] and not beyond:
             raise ApiError(422, f"page must satisfy 1 <= page <= total_pages ({s['total_pages']}); got {page}")
         self.state.stats.page_requests += 1
+        if beyond:
+            return Response.json(200, {"export_id": s["export_id"], "page": page,
+                                       "total_pages": exp.view()["total_pages"], self.state.settings.page_envelope: []})
         if exp.view().get("status") == "building":
             raise ApiError(409, f"Export {s['export_id']} is still building; poll /intent/feeds/exports/get")
         if self.state.take("page_errors"):
@@ -297,6 +314,17 @@ class ContactBased:
         self.state.event("page_served", export_id=s["export_id"], page=page, rows=len(rows))
         return Response.json(200, {"export_id": s["export_id"], "page": page, "total_pages": s["total_pages"],
                                    self.state.settings.page_envelope: rows})
+
+    def _make_gone(self, exp: Export, page: int) -> Response:
+        """``export_gone``: the export (and with ``search_gone_with_export`` its search) is deleted for good."""
+        s = exp.summary
+        with self.state.lock:
+            self.exports.pop(s["export_id"], None)
+            if self.state.settings.search_gone_with_export:
+                self.searches.pop(s["job_id"], None)
+        self.state.event("export_gone", export_id=s["export_id"], job_id=s["job_id"], page=page,
+                         search_gone=self.state.settings.search_gone_with_export)
+        return error(410, f"Export {s['export_id']} has expired and is gone")
 
     def _page_rows(self, exp: Export, page: int) -> list[dict[str, Any]]:
         s, cfg = exp.summary, exp.settings
