@@ -58,14 +58,14 @@ class Export:
     day_counts: list[int]  # matching rows per window day (skips whole days when paging)
     ready_at: float = 0.0  # monotonic time the export finishes building (export_build_seconds)
 
-    def view(self) -> dict[str, Any]:
-        """The ExportSummary as the API shows it now (with `status` when exports build asynchronously, and a
-        broken `total_pages` with `export_total_pages`)."""
+    def view(self, live: SandboxSettings) -> dict[str, Any]:
+        """The ExportSummary as the API shows it now (with `status` when exports build asynchronously, and the
+        broken `total_pages`/`total_rows` of the live settings: a fixed server describes its exports right)."""
         shown = dict(self.summary)
-        if self.settings.export_total_pages is not None:
-            shown["total_pages"] = self.settings.export_total_pages
-        if self.settings.export_total_rows is not None:
-            shown["total_rows"] = self.settings.export_total_rows
+        if live.export_total_pages is not None:
+            shown["total_pages"] = live.export_total_pages
+        if live.export_total_rows is not None:
+            shown["total_rows"] = live.export_total_rows
         if self.settings.export_build_seconds:
             shown["status"] = "ready" if time.monotonic() >= self.ready_at else "building"
         return shown
@@ -281,7 +281,7 @@ class ContactBased:
                  total_rows=total_rows, quota_cost=cost)
         if st.settings.export_create_answer_seconds > 0:
             time.sleep(st.settings.export_create_answer_seconds)
-        return Response.json(200, exp.view())
+        return Response.json(200, exp.view(self.state.settings))
 
     def _export(self, body: dict[str, Any]) -> Export:
         export_id = _field(body, "export_id", str)
@@ -297,15 +297,16 @@ class ContactBased:
         s = exp.summary
         if faults.position_hit(self.state, "export_gone"):
             return self._make_gone(exp, page)
-        broken = exp.settings.export_total_pages is not None or exp.settings.export_total_rows is not None
+        live = self.state.settings
+        broken = live.export_total_pages is not None or live.export_total_rows is not None
         beyond = broken and page > s["total_pages"]  # answered as an empty page
         if not 1 <= page <= s["total_pages"] and not beyond:
             raise ApiError(422, f"page must satisfy 1 <= page <= total_pages ({s['total_pages']}); got {page}")
         self.state.stats.page_requests += 1
         if beyond:
             return Response.json(200, {"export_id": s["export_id"], "page": page,
-                                       "total_pages": exp.view()["total_pages"], self.state.settings.page_envelope: []})
-        if exp.view().get("status") == "building":
+                                       "total_pages": exp.view(live)["total_pages"], live.page_envelope: []})
+        if exp.view(self.state.settings).get("status") == "building":
             raise ApiError(409, f"Export {s['export_id']} is still building; poll /intent/feeds/exports/get")
         if self.state.take("page_errors"):
             self.state.event("injected_error", status=502, what="page", export_id=s["export_id"], page=page)
@@ -349,13 +350,13 @@ class ContactBased:
         return rows
 
     def get_export(self, req: Request) -> Response:
-        return Response.json(200, self._export(_body(req)).view())
+        return Response.json(200, self._export(_body(req)).view(self.state.settings))
 
     def list_exports(self, req: Request) -> Response:
         body = _body(req, allow_empty=True)
         feed_id = _field(body, "feed_id", str, None)
         job_id = _field(body, "job_id", str, None)
-        out = [e.view() for e in self.exports.values()
+        out = [e.view(self.state.settings) for e in self.exports.values()
                if (feed_id is None or e.summary["feed_id"] == feed_id)
                and (job_id is None or e.summary["job_id"] == job_id)]
         return Response.json(200, {"exports": out})
