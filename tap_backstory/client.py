@@ -135,7 +135,8 @@ def path_segment(value: t.Any, what: str) -> str:
     and refused when empty or holding control characters (an id no API would make)."""
     text = str(value)
     if not text or text in (".", "..") or _CONTROL_BYTES.search(text) or any(c in text for c in "\t\n\r"):
-        raise ApiError(f"{what} '{escape_controls(text)}' is not a usable id (empty, '.', '..' or control characters)")
+        shown = text[:80].encode("unicode_escape").decode("ascii")
+        raise ApiError(f"{what} '{shown}' is not a usable id (empty, '.', '..' or control characters)")
     return quote(text, safe="")
 
 

@@ -145,8 +145,7 @@ class FeedCaps:
         """The cap behind a 403 to a search of `asked` days: stated in its text, or bisected with previews."""
         cap = stated_cap(str(refusal), asked)
         if cap is not None:
-            self.log.info("intent feed %s: the server refused %d days and states a cap of %d days", feed_id, asked,
-                          cap)
+            self.log.info("intent feed %s: the server refused %d days and states a cap of %d days", feed_id, asked, cap)
             return cap
         accepted, refused = 0, asked
         for _ in range(MAX_CAP_PROBES):
@@ -162,8 +161,9 @@ class FeedCaps:
                 f"intent feed {feed_id}: every lookback was refused, down to 1 day ({refusal}); "
                 "GET /organization/feeds lists no lookback cap for this feed"
             )
-        self.log.info("intent feed %s: the server refused %d days; previews found its cap: %d days", feed_id, asked,
-                      accepted)
+        self.log.info(
+            "intent feed %s: the server refused %d days; previews found its cap: %d days", feed_id, asked, accepted
+        )
         return accepted
 
     def _preview_accepts(self, feed_id: str, days: int, refusal: ApiError) -> bool:

@@ -99,8 +99,12 @@ class FeedExports:
             listed = self.api.request("POST", "/intent/feeds/exports/list", json={"job_id": flight["job_id"]})
             exports = unwrap_list(listed.json(), "ContactBased POST /intent/feeds/exports/list", EXPORT_LIST_KEYS)
         except (TapBackstoryError, ValueError) as exc:  # not listable: make the export, as on a first run
-            self.log.warning("intent feed %s: could not list the exports of search %s (%s)", feed["feed_id"],
-                             flight["job_id"], one_line(exc))
+            self.log.warning(
+                "intent feed %s: could not list the exports of search %s (%s)",
+                feed["feed_id"],
+                flight["job_id"],
+                one_line(exc),
+            )
             return None
         max_rows = body.get("max_rows")
         for summary in exports:
@@ -171,8 +175,7 @@ class FeedExports:
                 feed_id, layout["export_id"], before - after, after,
             )  # fmt: skip
         else:
-            self.log.info("intent feed %s: export %s made again; no export quota charged", feed_id,
-                          layout["export_id"])
+            self.log.info("intent feed %s: export %s made again; no export quota charged", feed_id, layout["export_id"])
         return self.adopt_layout(feed_id, flight, layout, page)
 
     def refresh(self, feed_id: str, flight: dict, page: int) -> int:
