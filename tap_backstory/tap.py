@@ -213,7 +213,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.IntegerType(minimum=1),
         title="First-run lookback (days)",
         description="Days of intent data to export on the first run, ending today. Default and maximum: "
-        "each feed's lookback cap (30 days for a feed listed without one).",
+        "each feed's lookback cap (learned from the server when the feed list gives none).",
     ),
     th.Property(
         "intent_get_pii",

@@ -20,6 +20,10 @@ kept outside this repository).
   ``found_sections: 0``, more than ``enrich_batch_limit`` ids → 413, a malformed id → 400). Other readings of
   the docs: ``enrich_batch_rejects`` (the body shape refused: 422 to ``include``, or 400 unless the ids are
   under ``ids``) and ``enrich_canonical_ids`` (legacy ``cb_`` ids answered in their ``id_`` form).
+* Caps and broken answers: ``search_refusal_states_cap`` (False: the 403 names no range),
+  ``search_clamps_lookback`` (a search beyond the cap is cut to it, not refused), ``export_total_pages`` /
+  ``export_total_rows`` (wrong numbers in every ExportSummary; pages past the real end answered empty),
+  ``export_gone`` / ``search_gone_with_export`` (an export, and its search, deleted mid-read: 410 then 404).
 """
 
 from __future__ import annotations
