@@ -243,7 +243,8 @@ class IntentFeeds:
             )
         feed = self.exports.listed_feed(feed_id)
         self.log.warning(
-            "intent feed %s: export %s and its saved search %s are gone (%s); searching the window from %s again",
+            "intent feed %s: export %s and its saved search %s are gone (%s); searching the window from %s again "
+            "(its new export spends export quota like a first one; the quota guard applies)",
             feed_id,
             flight["export_id"],
             flight["job_id"],

@@ -167,6 +167,18 @@ def test_an_export_gone_with_its_search_fails_naming_the_feed_and_the_rerun_sear
         assert "searching the window from" in rerun.stderr
 
 
+def test_an_export_gone_with_its_search_before_any_row_is_read_is_searched_again_in_the_same_run():
+    with sandbox(search_gone_with_export=True) as sb:
+        config = tap_config(sb, intent_feed_ids=[FEED_A_ID])
+        default = assert_once_each(run(sb, config))
+        sb.configure(export_gone=1)
+        sb.reset_stats()
+        result = run(sb, config)
+        assert assert_once_each(result) == default
+        assert "searching the window from" in result.stderr
+        assert sb.stats()["searches_created"] == 2 and sb.stats()["exports_created"] == 2
+
+
 # --- hostile server text: no secret, no control byte on any output (issue 22) --------------------------------
 def assert_clean(result: TapRun, *secrets: str) -> None:
     everything = result.stdout + result.stderr
