@@ -183,7 +183,7 @@ class SandboxSettings:
     """With ``export_gone``: the export's saved search is deleted with it (exporting its job_id answers 404)."""
     hostile_error_text: bool = False
     """Every error body (both APIs) echoes the request's credentials (API key, bearer token, client secret:
-    raw, %-encoded and form-encoded) and carries ESC/BEL control bytes, as a compromised or careless server
+    raw, URL-encoded and form-encoded) and carries ESC/BEL control bytes, as a compromised or careless server
     might."""
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
