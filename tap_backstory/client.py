@@ -34,6 +34,9 @@ LOOPBACK_NAMES = frozenset({"localhost"})
 """Host names that mean loopback; any other name (even `127.0.0.1.nip.io`) is resolved by DNS, so it is not."""
 SERVER_TEXT_LIMIT = 300
 """Characters of a server's error text kept in an error line."""
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""The most (decoded) bytes of an answer read into memory: a JSON object, a page of rows, an error body. Export
+files are streamed by their callers (`stream=True`) and bounded there; this bounds everything else."""
 READ_TIMEOUT_ENV_VAR = "TAP_BACKSTORY_READ_TIMEOUT_SECONDS"
 """Caps every read time-out at this many seconds (tests and slow-network drills; unset in production)."""
 
@@ -224,6 +227,21 @@ def _raw_server_message(response: requests.Response) -> str:
     return str(body)[: SERVER_TEXT_LIMIT * 4]
 
 
+def read_json(response: requests.Response, where: str) -> t.Any:
+    """An answer's JSON; a body that is not JSON, or nested too deeply to parse, is one data error naming
+    `where` (never "unexpected")."""
+    try:
+        return response.json()
+    except RecursionError:
+        raise BadAnswerError(f"{where}: the answer is JSON nested too deeply to read") from None
+    except ValueError as exc:
+        raise BadAnswerError(f"{where}: the answer is not JSON ({safe_text(str(exc), 120)})") from None
+
+
+class BadAnswerError(TapBackstoryError):
+    """A successful answer whose body cannot be read (not JSON, nested too deeply)."""
+
+
 def retry_after_seconds(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     try:
@@ -319,6 +337,10 @@ class ApiClient:
                     continue
                 raise
 
+    def request_json(self, method: str, path: str, **kwargs: t.Any) -> t.Any:
+        """`request`, then the answer's JSON (`read_json`: a body that is not JSON is one data error)."""
+        return read_json(self.request(method, path, **kwargs), f"{self.vendor} {method} {path}")
+
     def _send_once(self, method: str, path: str, **kwargs: t.Any) -> requests.Response:
         request = requests.Request(method, self.url(path), json=kwargs["json"], params=kwargs["params"])
         prepared = self.session.prepare_request(request)
@@ -326,7 +348,10 @@ class ApiClient:
         with self._lock:
             self.request_count += 1
         try:
-            response = self.session.send(prepared, stream=kwargs["stream"], timeout=with_timeout_cap(kwargs["timeout"]))
+            # Always streamed: the body is read here, within MAX_ANSWER_BYTES, unless the caller streams it.
+            response = self.session.send(prepared, stream=True, timeout=with_timeout_cap(kwargs["timeout"]))
+            if not kwargs["stream"] or response.status_code >= 400:
+                self._read_bounded(response, method, path)
         except TRANSPORT_ERRORS as exc:
             reason = connect_failure(exc)
             if reason is not None:
@@ -334,6 +359,22 @@ class ApiClient:
             raise RetriableError(f"{method} {path} failed: {type(exc).__name__}") from None
         self.validate_response(response, method, path)
         return response
+
+    def _read_bounded(self, response: requests.Response, method: str, path: str) -> None:
+        """Read the whole answer into `response.content`, refusing one past `MAX_ANSWER_BYTES` (decoded: a
+        gzip bomb counts by what it expands to)."""
+        chunks, size = [], 0
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                response.close()
+                raise ApiError(
+                    f"{self.vendor} {method} {path}: the answer ({response.status_code}) is larger than "
+                    f"{MAX_ANSWER_BYTES} bytes (MAX_ANSWER_BYTES); not reading it",
+                    response.status_code,
+                )
+            chunks.append(chunk)
+        response._content = b"".join(chunks)  # what `.content`, `.text` and `.json()` read
 
     def validate_response(self, response: requests.Response, method: str, path: str) -> None:
         """Classify a response: success passes; 429/5xx are retriable; other errors are fatal and explained."""

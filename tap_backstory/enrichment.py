@@ -7,7 +7,7 @@ import logging
 import re
 import typing as t
 
-from tap_backstory.client import ApiClient, ApiError, path_segment
+from tap_backstory.client import ApiClient, ApiError, path_segment, read_json
 from tap_backstory.formats import DataError, unwrap_list
 from tap_backstory.names import ENRICHMENT_SECTIONS
 from tap_backstory.windows import Clock
@@ -78,7 +78,8 @@ class ContactEnricher:
                 else:
                     raise
                 continue
-            results = unwrap_list(response.json(), "ContactBased POST /enrich/contacts/batch", ("results",))
+            where = "ContactBased POST /enrich/contacts/batch"
+            results = unwrap_list(read_json(response, where), where, ("results",))
             if len(results) != len(chunk):
                 raise DataError(
                     f"ContactBased POST /enrich/contacts/batch: {len(results)} results for {len(chunk)} contact_ids "
@@ -95,7 +96,7 @@ class ContactEnricher:
         self.next_single_at = self.clock.monotonic() + 1 / SINGLE_ENRICH_REQUESTS_PER_SECOND
         path = f"/enrich/contacts/{path_segment(contact_id, 'contact_id')}"
         try:
-            return self.api.request("GET", path, params={"include": ",".join(self.sections)}).json()
+            return self.api.request_json("GET", path, params={"include": ",".join(self.sections)})
         except ApiError as exc:
             if exc.status != 404:
                 raise

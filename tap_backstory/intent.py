@@ -16,7 +16,7 @@ import json
 import logging
 import typing as t
 
-from tap_backstory.client import ApiClient, ApiError, TapBackstoryError, path_segment
+from tap_backstory.client import ApiClient, ApiError, TapBackstoryError, path_segment, read_json
 from tap_backstory.enrichment import (  # noqa: F401  (re-exported: the engine's public names)
     CANONICAL_CONTACT_ID,
     LEGACY_CONTACT_ID,
@@ -25,7 +25,7 @@ from tap_backstory.enrichment import (  # noqa: F401  (re-exported: the engine's
     envelope_record,
     is_contact_id,
 )
-from tap_backstory.formats import unwrap_list
+from tap_backstory.formats import DataError, unwrap_list
 from tap_backstory.intent_caps import LOOKBACK_CAP_KEYS, FeedCaps, lookback_cap, quota_remaining
 from tap_backstory.intent_exports import FeedExports
 from tap_backstory.intent_pages import check_page
@@ -107,7 +107,7 @@ class IntentFeeds:
 
     def feeds(self) -> list[dict]:
         """The configured feeds (default: all), with their options, cap and quota; checked before any search."""
-        body = self.api.request("GET", "/organization/feeds").json()
+        body = self.api.request_json("GET", "/organization/feeds")
         listed = unwrap_list(body, "ContactBased GET /organization/feeds")
         by_id = {str(feed.get("feed_id") or feed.get("id")): feed for feed in listed}
         wanted = list(self.options.feed_ids) or list(by_id)
@@ -154,6 +154,8 @@ class IntentFeeds:
             if not probe:
                 self.caps.warn_left_out(feed_id, wanted, lookback, "the server allows at most", last_window_end)
             search = self._post_search(feed_id, lookback)
+        if not isinstance(search, dict) or search.get("job_id") is None:
+            raise DataError(f"intent feed {feed_id}: POST /intent/feeds/search answered without a job_id")
         answered = int(search.get("lookback_days") or lookback)
         if answered < lookback and not probe:  # a server that shortens the window instead of refusing it
             self.caps.warn_left_out(feed_id, lookback, answered, "the search's answer covers only", last_window_end)
@@ -182,7 +184,7 @@ class IntentFeeds:
 
     def _post_search(self, feed_id: str, lookback: int) -> dict:
         body = {"feed_id": feed_id, "lookback_days": lookback}
-        return self.api.request("POST", "/intent/feeds/search", json=body).json()
+        return self.api.request_json("POST", "/intent/feeds/search", json=body)
 
     def check_quota(self, feed: dict, flight: dict) -> None:
         self.exports.check_quota(feed, flight)
@@ -215,7 +217,7 @@ class IntentFeeds:
                 page = self._export_gone(feed_id, flight, page, first_page, exc)
                 continue
             where = f"ContactBased POST /intent/feeds/exports/page (export {export_id}, page {page})"
-            rows = unwrap_list(body.json(), where)
+            rows = unwrap_list(read_json(body, where), where)
             check_page(feed_id, flight, page, rows)
             yield page, rows
             self.log.info(

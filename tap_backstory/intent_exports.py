@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import typing as t
 
-from tap_backstory.client import ApiClient, ApiError, TapBackstoryError, one_line
+from tap_backstory.client import ApiClient, ApiError, TapBackstoryError, one_line, read_json
 from tap_backstory.formats import unwrap_list
 from tap_backstory.intent_caps import quota_remaining
 from tap_backstory.intent_pages import export_layout
@@ -83,7 +83,7 @@ class FeedExports:
     def _create_export(self, feed: dict, flight: dict, body: dict) -> dict:
         """POST the export (spends quota); a 403 becomes one line with the window and the numbers."""
         try:
-            return self.api.request("POST", "/intent/feeds/exports", json=body).json()
+            return self.api.request_json("POST", "/intent/feeds/exports", json=body)
         except ApiError as exc:
             if exc.status != 403:
                 raise
@@ -97,7 +97,8 @@ class FeedExports:
         """An export of this search with these options, listed by `POST /intent/feeds/exports/list`, or None."""
         try:
             listed = self.api.request("POST", "/intent/feeds/exports/list", json={"job_id": flight["job_id"]})
-            exports = unwrap_list(listed.json(), "ContactBased POST /intent/feeds/exports/list", EXPORT_LIST_KEYS)
+            where = "ContactBased POST /intent/feeds/exports/list"
+            exports = unwrap_list(read_json(listed, where), where, EXPORT_LIST_KEYS)
         except (TapBackstoryError, ValueError) as exc:  # not listable: make the export, as on a first run
             self.log.warning(
                 "intent feed %s: could not list the exports of search %s (%s)",
@@ -143,7 +144,7 @@ class FeedExports:
             )
             poll.wait()
             body = {"export_id": summary["export_id"]}
-            summary = self.api.request("POST", "/intent/feeds/exports/get", json=body).json()
+            summary = self.api.request_json("POST", "/intent/feeds/exports/get", json=body)
         if str(summary.get("status") or "").lower() == "failed":
             raise TapBackstoryError(f"intent feed {feed_id}: export {summary['export_id']} failed on the server side")
         return summary
@@ -181,8 +182,8 @@ class FeedExports:
     def refresh(self, feed_id: str, flight: dict, page: int) -> int:
         """A resumed flight's export as the server describes it now (`/exports/get`): a layout stored by an
         earlier run is not trusted over it. The page to read on from."""
-        summary = self.api.request("POST", "/intent/feeds/exports/get", json={"export_id": flight["export_id"]})
-        return self.adopt_layout(feed_id, flight, export_layout(feed_id, summary.json(), self.log), page)
+        summary = self.api.request_json("POST", "/intent/feeds/exports/get", json={"export_id": flight["export_id"]})
+        return self.adopt_layout(feed_id, flight, export_layout(feed_id, summary, self.log), page)
 
     def adopt_layout(self, feed_id: str, flight: dict, layout: dict, page: int) -> int:
         """Take `layout` into the flight; read on from `page` when its rows sit where the old layout put them,
@@ -201,7 +202,7 @@ class FeedExports:
 
     def listed_feed(self, feed_id: str) -> dict:
         """The feed as `GET /organization/feeds` lists it now (fresh quota numbers)."""
-        body = self.api.request("GET", "/organization/feeds").json()
+        body = self.api.request_json("GET", "/organization/feeds")
         listed = unwrap_list(body, "ContactBased GET /organization/feeds")
         for feed in listed:
             if isinstance(feed, dict) and str(feed.get("feed_id") or feed.get("id")) == feed_id:

@@ -32,6 +32,8 @@ def _count(summary: dict, key: str, minimum: int, where: str) -> int | None:
 def export_layout(feed_id: str, summary: dict, log: logging.Logger) -> dict:
     """The export id, page size, row total and page count a flight keeps: `total_pages` follows from
     `total_rows` and `page_size` when both are given (a disagreeing `total_pages` is named in a WARNING)."""
+    if not isinstance(summary, dict):
+        raise DataError(f"intent feed {feed_id}: an ExportSummary must be a JSON object, got {type(summary).__name__}")
     export_id = str(summary.get("export_id"))
     path_segment(export_id, f"intent feed {feed_id}: export id")  # refuses control characters and empty ids
     where = f"intent feed {feed_id}: export {export_id}"

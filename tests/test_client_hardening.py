@@ -3,17 +3,23 @@ decided on the parsed URL, ids as single path segments, URL schemes compared cas
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import json
 import logging
 import subprocess
+import threading
 from urllib.parse import quote, quote_plus
 
 import pytest
 
 from tap_backstory.client import (
     LOGGER,
+    MAX_ANSWER_BYTES,
     REDACTED,
+    ApiClient,
     ApiError,
+    TapBackstoryError,
     is_loopback,
     path_segment,
     register_secret,
@@ -22,6 +28,7 @@ from tap_backstory.client import (
 )
 from tests.conftest import sandbox
 from tests.contactbased_support import INTENT
+from tests.fake_vendors import fake_api
 from tests.tap_runner import TAP_EXE, run, run_tap, tap_config
 
 SECRET = "s3cr3t/with+odd=chars&?#%-7f3a"
@@ -162,3 +169,53 @@ def test_schemes_compare_case_insensitively(tmp_path):
         result = run(sb, config)
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.records(INTENT)
+
+
+# --- answers read within bounds (the real ApiClient against a fake vendor's answers) -------------------------
+def _answering(status: int, body: bytes, **headers: str):
+    return fake_api("ContactBased", lambda method, path, params, payload: (status, body, headers))
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_an_answer_larger_than_the_bound_is_refused_in_one_line(status):
+    api = _answering(status, b"[" + b" " * MAX_ANSWER_BYTES + b"]")
+    with pytest.raises(ApiError, match=rf"POST /intent/feeds/search: the answer \({status}\) is larger than"):
+        api.request_json("POST", "/intent/feeds/search", json={})
+
+
+def test_a_gzip_answer_is_bounded_by_what_it_expands_to():
+    """Over real HTTP (urllib3 decodes Content-Encoding): 64 KB on the wire that expand past the bound."""
+    bomb = gzip.compress(b" " * (MAX_ANSWER_BYTES + 1))
+    assert len(bomb) < MAX_ANSWER_BYTES // 100
+
+    class Bomb(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Bomb)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        api = ApiClient(url, lambda prepared: prepared, vendor="ContactBased", url_setting="contactbased_api_url")
+        with pytest.raises(ApiError, match=r"GET /organization/feeds: the answer \(200\) is larger than"):
+            api.request_json("GET", "/organization/feeds")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [(b"[" * 100_000 + b"]" * 100_000, "is JSON nested too deeply"), (b"<html>oops</html>", "is not JSON")],
+)
+def test_an_answer_that_is_not_readable_json_is_one_data_error(body, needle):
+    with pytest.raises(TapBackstoryError, match=f"ContactBased GET /organization/feeds: the answer {needle}"):
+        _answering(200, body).request_json("GET", "/organization/feeds")
