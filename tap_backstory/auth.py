@@ -16,6 +16,7 @@ from tap_backstory.client import (
     ConnectRetry,
     backoff_delay,
     connect_failure,
+    register_secret,
     retry_after_seconds,
     server_message,
     with_timeout_cap,
@@ -40,6 +41,7 @@ class BackstoryTokenAuth:
         self.token_url = api_url.rstrip("/") + TOKEN_PATH
         self._client_id = client_id
         self._client_secret = client_secret
+        register_secret(client_secret)
         self.key_type = key_type
         self.settings_hint = f"{key_type.lower()}_client_id and {key_type.lower()}_client_secret"
         self._token: str | None = None
@@ -86,6 +88,7 @@ class BackstoryTokenAuth:
                 if response.ok:
                     payload = response.json()
                     self._token = payload["access_token"]
+                    register_secret(self._token)  # before anything can log or raise with it
                     lifetime = float(payload.get("expires_in") or 7200)
                     margin = min(300.0, lifetime * EXPIRY_MARGIN_FRACTION)
                     self._renew_at = time.monotonic() + lifetime - margin
@@ -112,6 +115,7 @@ class ApiKeyAuth:
 
     def __init__(self, api_key: str) -> None:
         self._api_key = api_key
+        register_secret(api_key)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["X-API-Key"] = self._api_key

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
+import re
 import threading
 import time
 import typing as t
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
 import urllib3.exceptions
@@ -28,7 +30,13 @@ CONNECT_RETRY_SECONDS = 25.0
 """How long a host that cannot be connected to (refused, DNS, TLS, connect time-out) is retried before the run
 fails: long enough for a blip, short enough that a wrong URL is named within half a minute, not hours."""
 MAX_BACKOFF_SECONDS = 60.0
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+LOOPBACK_NAMES = frozenset({"localhost"})
+"""Host names that mean loopback; any other name (even `127.0.0.1.nip.io`) is resolved by DNS, so it is not."""
+SERVER_TEXT_LIMIT = 300
+"""Characters of a server's error text kept in an error line."""
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""The most (decoded) bytes of an answer read into memory: a JSON object, a page of rows, an error body. Export
+files are streamed by their callers (`stream=True`) and bounded there; this bounds everything else."""
 READ_TIMEOUT_ENV_VAR = "TAP_BACKSTORY_READ_TIMEOUT_SECONDS"
 """Caps every read time-out at this many seconds (tests and slow-network drills; unset in production)."""
 
@@ -58,8 +66,81 @@ class RetriableError(ApiError):
 
 
 def one_line(exc: BaseException) -> str:
-    """An error as one log line (server texts may hold newlines)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An error as one log line (server texts may hold newlines), redacted and with control bytes escaped."""
+    return safe_text(str(exc)) or type(exc).__name__
+
+
+# --- What the tap never repeats: secrets, and control bytes a server sent ---------------------------------
+# Every server text (error bodies, messages, ids and values quoted in logs) goes through `safe_text` before it
+# reaches an error or a log line: this is the one place the whole tap redacts (docs/reliability.md).
+
+REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 6
+"""Shorter values are not redacted: replacing every "abc" in a text would hide more than it protects."""
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_secret_pattern: re.Pattern[str] | None = None
+_CONTROL_BYTES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""C0 (but tab and newline, which `safe_text` folds into spaces), DEL, C1, and the line/bidi controls that can
+rewrite how a terminal shows a line."""
+
+
+def register_secret(value: str | None) -> None:
+    """Never let `value` (a configured secret, or a token the tap holds) reach a log or an error, in any of the
+    forms a server may echo it: as is, URL-encoded (%-quoted or form-encoded), upper or lower hex."""
+    global _secret_pattern
+    if not value or len(value) < MIN_SECRET_LENGTH:
+        return
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), quote(value, safe="").lower()}
+    forms |= {quote(form, safe="") for form in list(forms)}  # encoded twice (a query holding a URL)
+    with _secrets_lock:
+        if forms <= _secrets:
+            return
+        _secrets.update(forms)
+        ordered = sorted(_secrets, key=len, reverse=True)  # the longest form first: no half-redacted leftovers
+        _secret_pattern = re.compile("|".join(re.escape(form) for form in ordered), re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret replaced by `REDACTED`."""
+    pattern = _secret_pattern
+    return text if pattern is None else pattern.sub(REDACTED, text)
+
+
+def escape_controls(text: str) -> str:
+    """Control characters shown as `\\xNN` / `\\uNNNN` escapes, so that no server text can drive a terminal."""
+    return _CONTROL_BYTES.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def safe_text(text: str, limit: int | None = None) -> str:
+    """A text from outside (a server, a file) fit for a log or an error: secrets redacted, whitespace folded into
+    single spaces, control characters escaped, cut at `limit` characters. Redaction runs before the folding and
+    again after it (the fold may join what a server split)."""
+    folded = " ".join(redact(text).split())
+    safe = escape_controls(redact(folded))
+    return safe if limit is None or len(safe) <= limit else safe[:limit] + "..."
+
+
+class RedactingFilter(logging.Filter):
+    """Applies `safe_text` to every log record of the tap's logger (messages built from server texts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Folded into one line too: a server text with a newline could otherwise forge a log line of its own.
+        record.msg, record.args = safe_text(record.getMessage()), None
+        return True
+
+
+LOGGER.addFilter(RedactingFilter())
+
+
+def path_segment(value: t.Any, what: str) -> str:
+    """A server-given id as ONE path segment: %-quoted (no `/`, `?`, `#`, `%` survive), never `.`/`..`,
+    and refused when empty or holding control characters (an id no API would make)."""
+    text = str(value)
+    if not text or text in (".", "..") or _CONTROL_BYTES.search(text) or any(c in text for c in "\t\n\r"):
+        shown = text[:80].encode("unicode_escape").decode("ascii")
+        raise ApiError(f"{what} '{shown}' is not a usable id (empty, '.', '..' or control characters)")
+    return quote(text, safe="")
 
 
 class UnreachableError(TapBackstoryError):
@@ -108,16 +189,32 @@ class ConnectRetry:
 
 
 def is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """True when the URL's host is an IP literal in 127.0.0.0/8 or ::1, or the name `localhost` (any case).
+    A DNS name that merely starts with `127.` is resolved elsewhere, so it is not loopback."""
+    try:
+        host = (urlsplit(url).hostname or "").lower()  # hostname: lower-cased, [::1] brackets removed
+    except ValueError:  # a malformed netloc (e.g. an unclosed bracket)
+        return False
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def server_message(response: requests.Response) -> str:
     """The vendor's error text: Backstory `{"error","message"}`, ContactBased `{"detail"}`, else the body."""
+    return safe_text(_raw_server_message(response), SERVER_TEXT_LIMIT) or "no message"
+
+
+def _raw_server_message(response: requests.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return " ".join(response.text.split())[:300] or response.reason or "no message"
+        return response.text[: SERVER_TEXT_LIMIT * 4] or str(response.reason or "")
+    except RecursionError:  # a hostile, deeply nested error body
+        return "an error body nested too deeply to read"
     if isinstance(body, dict):
         detail = body.get("message") or body.get("detail")
         if isinstance(detail, list):  # FastAPI validation errors: [{"loc", "msg", "type"}]
@@ -127,7 +224,22 @@ def server_message(response: requests.Response) -> str:
             return f"{name}: {detail}"
         if detail or name:
             return str(detail or name)
-    return " ".join(str(body).split())[:300]
+    return str(body)[: SERVER_TEXT_LIMIT * 4]
+
+
+def read_json(response: requests.Response, where: str) -> t.Any:
+    """An answer's JSON; a body that is not JSON, or nested too deeply to parse, is one data error naming
+    `where` (never "unexpected")."""
+    try:
+        return response.json()
+    except RecursionError:
+        raise BadAnswerError(f"{where}: the answer is JSON nested too deeply to read") from None
+    except ValueError as exc:
+        raise BadAnswerError(f"{where}: the answer is not JSON ({safe_text(str(exc), 120)})") from None
+
+
+class BadAnswerError(TapBackstoryError):
+    """A successful answer whose body cannot be read (not JSON, nested too deeply)."""
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
@@ -168,7 +280,8 @@ class ApiClient:
     max_tries = 6
 
     def __init__(self, base_url: str, auth: t.Any, *, vendor: str, url_setting: str, pool_size: int = 8) -> None:
-        self.base_url = base_url.rstrip("/")
+        scheme, rest = base_url.split(":", 1)
+        self.base_url = f"{scheme.lower()}:{rest}".rstrip("/")  # `HTTPS://...` is https
         self.url_setting = url_setting
         self.auth = auth
         self.vendor = vendor
@@ -224,6 +337,10 @@ class ApiClient:
                     continue
                 raise
 
+    def request_json(self, method: str, path: str, **kwargs: t.Any) -> t.Any:
+        """`request`, then the answer's JSON (`read_json`: a body that is not JSON is one data error)."""
+        return read_json(self.request(method, path, **kwargs), f"{self.vendor} {method} {path}")
+
     def _send_once(self, method: str, path: str, **kwargs: t.Any) -> requests.Response:
         request = requests.Request(method, self.url(path), json=kwargs["json"], params=kwargs["params"])
         prepared = self.session.prepare_request(request)
@@ -231,7 +348,10 @@ class ApiClient:
         with self._lock:
             self.request_count += 1
         try:
-            response = self.session.send(prepared, stream=kwargs["stream"], timeout=with_timeout_cap(kwargs["timeout"]))
+            # Always streamed: the body is read here, within MAX_ANSWER_BYTES, unless the caller streams it.
+            response = self.session.send(prepared, stream=True, timeout=with_timeout_cap(kwargs["timeout"]))
+            if not kwargs["stream"] or response.status_code >= 400:
+                self._read_bounded(response, method, path)
         except TRANSPORT_ERRORS as exc:
             reason = connect_failure(exc)
             if reason is not None:
@@ -239,6 +359,22 @@ class ApiClient:
             raise RetriableError(f"{method} {path} failed: {type(exc).__name__}") from None
         self.validate_response(response, method, path)
         return response
+
+    def _read_bounded(self, response: requests.Response, method: str, path: str) -> None:
+        """Read the whole answer into `response.content`, refusing one past `MAX_ANSWER_BYTES` (decoded: a
+        gzip bomb counts by what it expands to)."""
+        chunks, size = [], 0
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                response.close()
+                raise ApiError(
+                    f"{self.vendor} {method} {path}: the answer ({response.status_code}) is larger than "
+                    f"{MAX_ANSWER_BYTES} bytes (MAX_ANSWER_BYTES); not reading it",
+                    response.status_code,
+                )
+            chunks.append(chunk)
+        response._content = b"".join(chunks)  # what `.content`, `.text` and `.json()` read
 
     def validate_response(self, response: requests.Response, method: str, path: str) -> None:
         """Classify a response: success passes; 429/5xx are retriable; other errors are fatal and explained."""

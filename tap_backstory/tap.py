@@ -10,6 +10,7 @@ import signal
 import stat
 import sys
 import typing as t
+from urllib.parse import urlsplit
 
 import click
 import singer_sdk.singerlib as singer
@@ -18,7 +19,15 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
-from tap_backstory.client import LOGGER, ApiClient, ConfigError, TapBackstoryError, is_loopback
+from tap_backstory.client import (
+    LOGGER,
+    ApiClient,
+    ConfigError,
+    TapBackstoryError,
+    is_loopback,
+    register_secret,
+    safe_text,
+)
 from tap_backstory.names import ENRICHMENT_SECTIONS, STREAM_CREDENTIALS, STREAM_ORDER
 from tap_backstory.state_check import check_state
 from tap_backstory.stopping import STOP, exit_now, signal_cause
@@ -211,7 +220,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.IntegerType(minimum=1),
         title="First-run lookback (days)",
         description="Days of intent data to export on the first run, ending today. Default and maximum: "
-        "each feed's lookback cap (30 days for a feed listed without one).",
+        "each feed's lookback cap (learned from the server when the feed list gives none).",
     ),
     th.Property(
         "intent_get_pii",
@@ -283,12 +292,10 @@ def check_config(config: t.Mapping[str, t.Any], clock: Clock) -> None:
             raise ConfigError(f"end_date {end} is before start_date {start}")
         if end > clock.today():
             raise ConfigError(f"end_date {end} is in the future (today is {clock.today()} UTC)")
+    for setting in SECRET_SETTINGS:  # before anything can echo them (server texts, errors, logs)
+        register_secret(config.get(setting))
     for setting in ("api_url", "contactbased_api_url"):
-        url = config.get(setting, "")
-        if not url.startswith(("https://", "http://")):
-            raise ConfigError(f"{setting} must be an http(s) URL, got {url!r}")
-        if url.startswith("http://") and not is_loopback(url):
-            raise ConfigError(f"{setting} must use https:// (plain http is only allowed for loopback hosts)")
+        check_api_url(setting, config.get(setting, ""))
     sections = config.get("enrichment_sections")
     if sections is not None:
         unknown = sorted(set(sections) - set(ENRICHMENT_SECTIONS))
@@ -318,6 +325,20 @@ def warn_unknown_env_vars(settings: t.Iterable[str], environ: t.Mapping[str, str
         hint = f"did you mean {ENV_PREFIX}{nearest[0]}?" if nearest else "`tap-backstory --about` lists the settings"
         LOGGER.warning("Environment variable %s is not a tap-backstory setting and is ignored (%s)", name, hint)
     return unknown
+
+
+def check_api_url(setting: str, url: str) -> None:
+    """http(s) with a host, schemes compared case-insensitively; plain http only to a loopback host (an IP
+    literal in 127.0.0.0/8, ::1, or `localhost`): credentials go over HTTPS everywhere else."""
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme.lower(), parts.hostname
+    except ValueError:
+        scheme, host = "", None
+    if scheme not in ("https", "http") or not host:
+        raise ConfigError(f"{setting} must be an http(s) URL, got {safe_text(repr(url))}")
+    if scheme == "http" and not is_loopback(url):
+        raise ConfigError(f"{setting} must use https:// (plain http is only allowed for loopback hosts)")
 
 
 def describe_schema_error(error: t.Any) -> str:
@@ -567,5 +588,5 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("TAP_BACKSTORY_LOGLEVEL", os.environ.get("LOGLEVEL", "")).upper() == "DEBUG":
             logging.getLogger("tap-backstory").exception("the run failed")
-        print(f"tap-backstory: error: {' '.join(describe_failure(exc).split())}", file=sys.stderr, flush=True)
+        print(f"tap-backstory: error: {safe_text(describe_failure(exc))}", file=sys.stderr, flush=True)
         sys.exit(1)

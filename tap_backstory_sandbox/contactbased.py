@@ -20,6 +20,10 @@ kept outside this repository).
   ``found_sections: 0``, more than ``enrich_batch_limit`` ids → 413, a malformed id → 400). Other readings of
   the docs: ``enrich_batch_rejects`` (the body shape refused: 422 to ``include``, or 400 unless the ids are
   under ``ids``) and ``enrich_canonical_ids`` (legacy ``cb_`` ids answered in their ``id_`` form).
+* Caps and broken answers: ``search_refusal_states_cap`` (False: the 403 names no range),
+  ``search_clamps_lookback`` (a search beyond the cap is cut to it, not refused), ``export_total_pages`` /
+  ``export_total_rows`` (wrong numbers in every ExportSummary; pages past the real end answered empty),
+  ``export_gone`` / ``search_gone_with_export`` (an export, and its search, deleted mid-read: 410 then 404).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from . import data
+from . import data, faults
 from .settings import DEMO_CREDENTIALS, FEED_A_ID, FEED_B_ID, SandboxSettings
 from .state import ApiError, Request, Response, SandboxState
 
@@ -58,11 +62,17 @@ class Export:
     day_counts: list[int]  # matching rows per window day (skips whole days when paging)
     ready_at: float = 0.0  # monotonic time the export finishes building (export_build_seconds)
 
-    def view(self) -> dict[str, Any]:
-        """The ExportSummary as the API shows it now (with `status` when exports build asynchronously)."""
-        if not self.settings.export_build_seconds:
-            return self.summary
-        return {**self.summary, "status": "ready" if time.monotonic() >= self.ready_at else "building"}
+    def view(self, live: SandboxSettings) -> dict[str, Any]:
+        """The ExportSummary as the API shows it now (with `status` when exports build asynchronously, and the
+        broken `total_pages`/`total_rows` of the live settings: a fixed server describes its exports right)."""
+        shown = dict(self.summary)
+        if live.export_total_pages is not None:
+            shown["total_pages"] = live.export_total_pages
+        if live.export_total_rows is not None:
+            shown["total_rows"] = live.export_total_rows
+        if self.settings.export_build_seconds:
+            shown["status"] = "ready" if time.monotonic() >= self.ready_at else "building"
+        return shown
 
 
 class ContactBased:
@@ -152,7 +162,11 @@ class ContactBased:
         feed_id = _field(body, "feed_id", str)
         lookback = _field(body, "lookback_days", int)
         feed = self.feed_config(feed_id)
+        if lookback > feed["lookback_days"] >= 1 and self.state.settings.search_clamps_lookback:
+            lookback = feed["lookback_days"]  # the other reading: the window is cut to the cap, not refused
         if not 1 <= lookback <= feed["lookback_days"]:
+            if not self.state.settings.search_refusal_states_cap:
+                raise ApiError(403, f"lookback_days {lookback} exceeds what this feed allows")
             raise ApiError(403, f"lookback_days {lookback} is outside the feed's allowed range "
                                 f"1..{feed['lookback_days']}")
         today = self.state.today()
@@ -271,7 +285,7 @@ class ContactBased:
                  total_rows=total_rows, quota_cost=cost)
         if st.settings.export_create_answer_seconds > 0:
             time.sleep(st.settings.export_create_answer_seconds)
-        return Response.json(200, exp.view())
+        return Response.json(200, exp.view(self.state.settings))
 
     def _export(self, body: dict[str, Any]) -> Export:
         export_id = _field(body, "export_id", str)
@@ -285,10 +299,18 @@ class ContactBased:
         exp = self._export(body)
         page = _field(body, "page", int)
         s = exp.summary
-        if not 1 <= page <= s["total_pages"]:
+        if faults.position_hit(self.state, "export_gone"):
+            return self._make_gone(exp, page)
+        live = self.state.settings
+        broken = live.export_total_pages is not None or live.export_total_rows is not None
+        beyond = broken and page > s["total_pages"]  # answered as an empty page
+        if not 1 <= page <= s["total_pages"] and not beyond:
             raise ApiError(422, f"page must satisfy 1 <= page <= total_pages ({s['total_pages']}); got {page}")
         self.state.stats.page_requests += 1
-        if exp.view().get("status") == "building":
+        if beyond:
+            return Response.json(200, {"export_id": s["export_id"], "page": page,
+                                       "total_pages": exp.view(live)["total_pages"], live.page_envelope: []})
+        if exp.view(self.state.settings).get("status") == "building":
             raise ApiError(409, f"Export {s['export_id']} is still building; poll /intent/feeds/exports/get")
         if self.state.take("page_errors"):
             self.state.event("injected_error", status=502, what="page", export_id=s["export_id"], page=page)
@@ -297,6 +319,17 @@ class ContactBased:
         self.state.event("page_served", export_id=s["export_id"], page=page, rows=len(rows))
         return Response.json(200, {"export_id": s["export_id"], "page": page, "total_pages": s["total_pages"],
                                    self.state.settings.page_envelope: rows})
+
+    def _make_gone(self, exp: Export, page: int) -> Response:
+        """``export_gone``: the export (and with ``search_gone_with_export`` its search) is deleted for good."""
+        s = exp.summary
+        with self.state.lock:
+            self.exports.pop(s["export_id"], None)
+            if self.state.settings.search_gone_with_export:
+                self.searches.pop(s["job_id"], None)
+        self.state.event("export_gone", export_id=s["export_id"], job_id=s["job_id"], page=page,
+                         search_gone=self.state.settings.search_gone_with_export)
+        return error(410, f"Export {s['export_id']} has expired and is gone")
 
     def _page_rows(self, exp: Export, page: int) -> list[dict[str, Any]]:
         s, cfg = exp.summary, exp.settings
@@ -321,13 +354,13 @@ class ContactBased:
         return rows
 
     def get_export(self, req: Request) -> Response:
-        return Response.json(200, self._export(_body(req)).view())
+        return Response.json(200, self._export(_body(req)).view(self.state.settings))
 
     def list_exports(self, req: Request) -> Response:
         body = _body(req, allow_empty=True)
         feed_id = _field(body, "feed_id", str, None)
         job_id = _field(body, "job_id", str, None)
-        out = [e.view() for e in self.exports.values()
+        out = [e.view(self.state.settings) for e in self.exports.values()
                if (feed_id is None or e.summary["feed_id"] == feed_id)
                and (job_id is None or e.summary["job_id"] == job_id)]
         return Response.json(200, {"exports": out})

@@ -24,6 +24,9 @@ Faults are plain settings (see ``settings.SandboxSettings``), changeable at run 
                            its second data row
 ``unexpected_envelope``    the Nth ``/intent/feeds/exports/page`` response from now holds its rows under
                            ``records`` (a key the docs do not name)
+``export_gone``            the Nth ``/intent/feeds/exports/page`` request from now finds its export gone
+                           (410, then 404); with ``search_gone_with_export`` its saved search goes too
+``hostile_error_text``     every error body echoes the request's credentials and holds ESC/BEL bytes
 =========================  ============================================================================
 
 The three bad-data faults are *position* faults: they hit one response, then reset to 0. A corrupted body
@@ -39,6 +42,8 @@ import io
 import json
 import re
 import time
+from typing import Any
+from urllib.parse import parse_qs, quote, quote_plus
 
 from .state import Response, SandboxState
 
@@ -88,8 +93,13 @@ class Throttle:
             time.sleep(ahead)
 
 
-POSITION_FAULTS = ("corrupt_jsonl", "corrupt_csv", "unexpected_envelope")
+POSITION_FAULTS = ("corrupt_jsonl", "corrupt_csv", "unexpected_envelope", "export_gone")
 _DATA_PATH = re.compile(r"/pull/v1/export/(activities|contacts)/jobs/[^/]+/data/?")
+
+
+def position_hit(state: SandboxState, name: str) -> bool:
+    """A position fault's hit, for the API modules (see ``_position_hit``)."""
+    return _position_hit(state, name)
 
 
 def _position_hit(state: SandboxState, name: str) -> bool:
@@ -157,3 +167,24 @@ def _corrupt_csv_number(state: SandboxState, path: str, resp: Response) -> Respo
             line = out.getvalue().count("\n")
     state.event("data_corrupted", fault="corrupt_csv", path=path, line=line, column="total_inbound", value="12x")
     return _whole(resp, out.getvalue().encode("utf-8"))
+
+
+def maybe_hostile(state: SandboxState, headers: Any, body: bytes, resp: Response) -> Response:
+    """``hostile_error_text``: an error body whose message echoes the request's credentials (raw, %-encoded,
+    form-encoded) wrapped in ESC/BEL control bytes (or ``resp`` unchanged)."""
+    if not state.settings.hostile_error_text or resp.status < 400 or resp.stream is not None:
+        return resp
+    try:
+        payload = json.loads(resp.body)
+    except ValueError:
+        return resp
+    if not isinstance(payload, dict):
+        return resp
+    secrets = [headers.get("X-API-Key") or "", (headers.get("Authorization") or "")[len("Bearer "):]]
+    form = parse_qs(body.decode("utf-8", "replace")) if b"client_secret=" in body else {}
+    secrets += form.get("client_secret", [])
+    echo = " ".join(f"{s} {quote(s, safe='')} {quote_plus(s)}" for s in secrets if s)
+    key = "message" if "message" in payload else "detail"
+    payload[key] = f"\x1b[2J\x1b[31m{payload.get(key)}\x07 (request credentials: {echo})\x1b[0m\n\x1b]0;pwned\x07"
+    state.stats.faults_injected["hostile_error_text"] += 1
+    return Response(resp.status, json.dumps(payload).encode(), content_type=resp.content_type, headers=resp.headers)

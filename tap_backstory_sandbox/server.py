@@ -240,8 +240,9 @@ class Sandbox:
                 if sub.rstrip("/") != "/auth/v1/tokens":
                     injected = faults.maybe_inject_error(self.state, prefix[1:], sub)
                     if injected is not None:
-                        return injected
+                        return faults.maybe_hostile(self.state, headers, body, injected)
                 resp = api.handle(Request(method, sub, query, headers, body))
+                resp = faults.maybe_hostile(self.state, headers, body, resp)
                 return faults.maybe_corrupt(self.state, prefix[1:], method, sub, resp)
         return backstory_error(404, "HTTP 404 Not Found")
 

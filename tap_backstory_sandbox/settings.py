@@ -6,7 +6,7 @@ a JSON file with the CLI flag ``--faults FILE.json``.
 
 Counter faults (``fail_jobs``, ``cancel_jobs``, ``drop_fragment``, ``burst_429``, ``page_errors``,
 ``enrich_errors``) count down: each affected request or job consumes one, so ``stats()["settings"]`` shows
-what is left. Position faults (``corrupt_jsonl``, ``corrupt_csv``, ``unexpected_envelope``) hit the Nth
+what is left. Position faults (``corrupt_jsonl``, ``corrupt_csv``, ``unexpected_envelope``, ``export_gone``) hit the Nth
 response of their kind counted from when they were set, then turn themselves off (back to 0).
 """
 
@@ -102,6 +102,18 @@ class SandboxSettings:
     `max_lookback_days`); '' = not listed. The server enforces the caps all the same."""
     feed_cap_null: bool = False
     """List every feed's lookback cap as null (enforced all the same)."""
+    search_refusal_states_cap: bool = True
+    """A search (or preview) beyond a feed's cap is answered 403 naming the allowed range `1..cap`; False: the
+    403 says only that the lookback is too long (the tap then bisects the cap with previews)."""
+    search_clamps_lookback: bool = False
+    """A search beyond a feed's cap is not refused: it is answered for the cap's window (its `lookback_days`,
+    `start_date` say so), a reading in which a client that does not look at the answer loses the days before."""
+    export_total_pages: int | None = None
+    """Hostile/broken `total_pages` in every ExportSummary (e.g. -3 or 1000000000); the pages and `total_rows`
+    stay the real ones, and a page past the real end is answered as an empty page."""
+    export_total_rows: int | None = None
+    """Broken `total_rows` in every ExportSummary (the pages stay the real ones; a page past the real end is
+    answered as an empty page): more rows promised than served, or fewer."""
     enrich_batch_limit: int = 1000
     """The most contact_ids a POST /enrich/contacts/batch takes (more are answered 413)."""
     enrich_batch_rejects: str = ""
@@ -167,6 +179,15 @@ class SandboxSettings:
     unexpected_envelope: int = 0
     """Position fault: the Nth export page response from now holds its rows under ``records``, a key the
     docs do not name."""
+    export_gone: int = 0
+    """Position fault: the Nth export page request from now finds its export gone for good (deleted, 410 Gone),
+    as retention or a server-side clean-up would leave it; later requests for it get 404."""
+    search_gone_with_export: bool = False
+    """With ``export_gone``: the export's saved search is deleted with it (exporting its job_id answers 404)."""
+    hostile_error_text: bool = False
+    """Every error body (both APIs) echoes the request's credentials (API key, bearer token, client secret:
+    raw, URL-encoded and form-encoded) and carries ESC/BEL control bytes, as a compromised or careless server
+    might."""
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -347,7 +347,7 @@ def test_a_resumed_flight_reuses_the_export_an_interrupted_run_made_with_the_sam
 
     export = feeds.export(feed, flight, resumed=True)
 
-    assert export == {"export_id": "made", "total_pages": 3, "page_size": 2}
+    assert export == {"export_id": "made", "total_pages": 3, "page_size": 2, "total_rows": None}
     assert [path for _, path, _ in vendor.requests].count("/intent/feeds/exports") == 0  # no second export
 
 
@@ -451,12 +451,14 @@ def test_a_fragment_cut_off_at_every_try_fails_naming_it(backstory, clock):
 def test_a_resumed_flight_reads_its_export_from_its_next_page_without_a_new_search_or_export(clock):
     vendor = FakeContactBased(clock, rows=5, page_size=2)
     feeds = IntentFeeds(vendor.api(), options(), clock, LOG)
-    flight = {"export_id": "export-1", "total_pages": 3, "next_page": 2}
+    flight = {"export_id": "export-1", "total_pages": 3, "page_size": 2, "next_page": 2}
 
     pages = list(feeds.pages("feed-1", flight))
 
     assert [(page, [row["row"] for row in rows]) for page, rows in pages] == [(2, [2, 3]), (3, [4])]
-    assert [path for _, path, _ in vendor.requests] == ["/intent/feeds/exports/page"] * 2
+    # Its layout is asked for once (a layout kept in state is not trusted over the server's), then the pages.
+    paths = [path for _, path, _ in vendor.requests]
+    assert paths == ["/intent/feeds/exports/get"] + ["/intent/feeds/exports/page"] * 2
 
 
 @pytest.mark.parametrize(

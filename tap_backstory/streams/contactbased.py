@@ -11,11 +11,13 @@ the run), so enrichment runs while the export is read and never depends on the S
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
 import typing as t
 
+from tap_backstory.client import TapBackstoryError
 from tap_backstory.intent import (
     ContactBasedOptions,
     ContactEnricher,
@@ -27,6 +29,22 @@ from tap_backstory.intent import (
 from tap_backstory.streams.base import TapStream
 
 LOGGER = logging.getLogger("tap-backstory")
+
+
+@contextlib.contextmanager
+def named_errors(stream: str, where: str = "") -> t.Iterator[None]:
+    """Every error line names the stream, and for an intent feed the feed: `<stream>: intent feed <id>: ...`
+    (the engine's own messages often name the feed already; it is not named twice)."""
+    try:
+        yield
+    except TapBackstoryError as exc:
+        message = str(exc)
+        if where and not message.startswith(where):
+            message = f"{where}: {message}"
+        if not message.startswith(f"{stream}:"):
+            message = f"{stream}: {message}"
+        exc.args = (message,)
+        raise
 
 
 class Progress(t.NamedTuple):
@@ -83,8 +101,11 @@ class IntentFeedExportsStream(TapStream):
         deferred.clear()
 
     def _rows_and_progress(self) -> t.Iterator[dict | Progress]:
-        for feed in self.intent.feeds():
-            yield from self._feed_rows(feed)
+        with named_errors(self.name):
+            feeds = self.intent.feeds()
+        for feed in feeds:
+            with named_errors(self.name, f"intent feed {feed['feed_id']}"):
+                yield from self._feed_rows(feed)
 
     # --- one feed: search, export, pages (state kept after each step) -----------------------------------
     def _feed_rows(self, feed: dict) -> t.Iterator[dict | Progress]:
@@ -416,7 +437,8 @@ class EnrichedContactRecordsStream(TapStream):
 
     def get_records(self, context: dict | None) -> t.Iterator[dict]:
         batch = self.queue.pending[: self.queue.batch_size]
-        for contact_id, envelope in self.enricher.enrich(batch):
-            yield self.shaper.shape(envelope_record(contact_id, envelope))
+        with named_errors(self.name):
+            for contact_id, envelope in self.enricher.enrich(batch):
+                yield self.shaper.shape(envelope_record(contact_id, envelope))
         # Only now, with every envelope of the batch emitted, do the ids leave the state's pending list.
         del self.queue.pending[: len(batch)]
