@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig, StorageTarget
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.plugin_base import JSONSchemaValidator
@@ -26,6 +26,7 @@ __all__ = [
     "JSONSchemaValidator",
     "PrivateName",
     "SdkCode",
+    "StorageTarget",
     "pop_deselected_record_properties",
     "utc_now",
 ]
@@ -115,6 +116,47 @@ SDK_CODE = (
         "d4b71884fea81bda500ce3cb31f83ad079d4efa29bc4216039725542d9104a75",
     ),
     SdkCode(
+        "singer_sdk.helpers._batch:StorageTarget.get_url",
+        "relies on",
+        "tap_backstory/batch_files.py publish",
+        "a local storage root must still give a `file://` URL of the file's final path (publish renames the "
+        "finished file there; the BATCH message names that URL); tests/test_batch.py",
+        "67b486f6b08ad3138fc6982f60f94fc73150f6aa78309ca646f032f12bb54ece",
+    ),
+    SdkCode(
+        "singer_sdk.helpers._batch:StorageTarget.open",
+        "relies on",
+        "tap_backstory/batch_files.py publish",
+        "kept out of record reading: its fsspec transaction is per filesystem, so a child stream's transaction "
+        "replaced the parent's (issue 21). publish only copies a finished file through it for non-local storage; "
+        "if the SDK makes it safe to hold open across child streams, publish may go back to it; "
+        "tests/test_batch.py",
+        "a5c692a717a77d78fddb385648decb0d9a91e34cbf5cdec0c75a5077563dd74b",
+    ),
+    SdkCode(
+        "singer_sdk.helpers._batch:StorageTarget._fs",
+        "relies on",
+        "tap_backstory/batch_files.py publish",
+        "the transaction that `StorageTarget.open` writes through (see its entry); tests/test_batch.py",
+        "68af844f988d69e6d9ac6475dd5831c3b673a53f97ed6789e23ad6b0822e1476",
+    ),
+    SdkCode(
+        "singer_sdk.batch:lazy_chunked_generator",
+        "relies on",
+        "tap_backstory/streams/base.py TapStream.get_batches (parquet: the SDK's batcher)",
+        "it must still read a whole chunk of records before the batcher opens its file, so no child stream "
+        "runs inside the parent's storage transaction; else parquet needs `publish` too; tests/test_batch.py",
+        "2570ea6f2e4b1e1cbe1836c02e54945573fe235b4917283a0656b23ae24fb03a",
+    ),
+    SdkCode(
+        "singer_sdk.contrib.batch_encoder_parquet:ParquetBatcher.get_batches",
+        "relies on",
+        "tap_backstory/streams/base.py TapStream.get_batches (parquet: the SDK's batcher)",
+        "it must still take each chunk from `lazy_chunked_generator` before `storage.open` (see that entry); "
+        "tests/test_batch.py",
+        "cf326b03c878dfdb46722b47dc6c8e064430b161a62a281dd3fd34ffa875b226",
+    ),
+    SdkCode(
         "singer_sdk.streams.core:Stream.sync",
         "relies on",
         "tap_backstory/streams/base.py TapStream.log",
@@ -202,5 +244,11 @@ PRIVATE_NAMES = (
         "BaseBatchFileEncoding",
         "tap_backstory/streams/base.py TapStream.get_batches",
         "type of what the hook yields (no public home in 0.54)",
+    ),
+    PrivateName(
+        "singer_sdk.helpers._batch",
+        "StorageTarget",
+        "tap_backstory/batch_files.py publish",
+        "type of `BatchConfig.storage` (no public home in 0.54)",
     ),
 )

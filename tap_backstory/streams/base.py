@@ -17,6 +17,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from tap_backstory import schemas
+from tap_backstory.batch_files import publish
 from tap_backstory.formats import RecordShaper
 from tap_backstory.sdk import pop_deselected_record_properties, utc_now
 
@@ -98,7 +99,10 @@ class TapStream(Stream):
         straight into the file, so memory stays flat. Files, names and messages are as in the SDK:
         `{prefix}{tap}--{stream}-{uuid}-{n}.json.gz`, one BATCH message (then STATE) per file. The next
         record is read before a file is announced, so when the last file goes out the stream's state is final.
-        Other encodings (parquet) keep the SDK's batcher.
+        Each file is written under a partial name and moved into place when complete (`publish`), so a BATCH
+        message never names a missing or partial file, whatever child streams run while it is written.
+        Other encodings (parquet) keep the SDK's batcher: it reads a whole chunk of records into memory before
+        opening its file, so no child stream runs while that file is open.
         """
         if batch_config.encoding.format != "jsonl":
             yield from super().get_batches(batch_config, context)
@@ -115,7 +119,9 @@ class TapStream(Stream):
             if record is None:
                 return
             filename = f"{storage.prefix or ''}{sync_id}-{number}.json" + (".gz" if compress else "")
-            with storage.open(filename, "wb") as raw:
+            # Not `storage.open`: the child stream this stream's records sync would end its transaction
+            # (tap_backstory/batch_files.py).
+            with publish(storage, filename) as raw:
                 zipped = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL) if compress else None
                 with zipped or contextlib.nullcontext():
                     out = zipped or raw

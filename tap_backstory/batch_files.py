@@ -1,0 +1,64 @@
+"""BATCH files that are complete and in place before their BATCH message names them.
+
+Why not the SDK's `StorageTarget.open`: it writes through an fsspec *transaction* (a temporary file, moved into
+place when the transaction ends). The transaction belongs to the filesystem object, which fsspec shares across
+the process, not to the file. A stream reads its records while its batch file is open, and reading a parent
+(`intent_feed_exports`) syncs its child (`enriched_contact_records`), which opens, and ends, transactions of its
+own meanwhile: the child's transaction replaces the parent's, the parent's file is never moved into place, and
+its BATCH message names a file that does not exist (docs/decisions.md, issue 21).
+
+`publish` writes the file itself instead: under a unique partial name next to the final one, renamed into place
+(atomically) when it is complete. Storage that is not a local folder (`s3://...`) gets the finished local file
+copied through `StorageTarget.open` in one go, so no record is read, and no other stream runs, while that
+transaction is open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import typing as t
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+if t.TYPE_CHECKING:
+    from tap_backstory.sdk import StorageTarget
+
+COPY_CHUNK = 1 << 20
+
+
+def local_path(url: str) -> Path | None:
+    """The local path of a `file://` URL; None for any other storage."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        return None
+    return Path(url2pathname(parsed.path))
+
+
+@contextlib.contextmanager
+def publish(storage: StorageTarget, filename: str) -> t.Iterator[t.BinaryIO]:
+    """A binary file to write `filename` into; it appears in `storage`, complete, when the block ends without
+    an error, and never otherwise (the partial file is removed)."""
+    final = local_path(storage.get_url(filename))
+    if final is not None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.partial")
+    else:
+        handle, name = tempfile.mkstemp(prefix="tap-backstory-batch-")
+        os.close(handle)
+        partial = Path(name)
+    try:
+        # "x": a fresh file, created with the usual permissions (0666 less the umask), readable by the target.
+        with open(partial, "xb" if final is not None else "wb") as out:
+            yield out
+        if final is not None:
+            os.replace(partial, final)
+        else:
+            with open(partial, "rb") as source, storage.open(filename, "wb") as target:
+                shutil.copyfileobj(source, target, COPY_CHUNK)
+    finally:
+        partial.unlink(missing_ok=True)
