@@ -25,10 +25,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from tap_backstory.client import ConfigError
+
 if t.TYPE_CHECKING:
     from tap_backstory.sdk import StorageTarget
 
 COPY_CHUNK = 1 << 20
+PARQUET_NEEDS_PYARROW = (
+    "batch_config.encoding.format parquet needs pyarrow: install tap-backstory[parquet] (or pyarrow) with the tap"
+)
 
 
 def local_path(url: str) -> Path | None:
@@ -62,3 +67,15 @@ def publish(storage: StorageTarget, filename: str) -> t.Iterator[t.BinaryIO]:
                 shutil.copyfileobj(source, target, COPY_CHUNK)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_parquet(records: list[dict], out: t.BinaryIO, compression: str | None) -> None:
+    """One parquet file of `records`, with a column for every top-level key any of them has (a struct field for
+    every key any nested object has); absent keys read back as null. Parquet needs pyarrow (`singer-sdk[parquet]`)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(PARQUET_NEEDS_PYARROW) from None
+    table = pa.Table.from_struct_array(pa.array(records))  # pa.array infers one struct type from every record
+    pq.write_table(table, out, compression=compression or "snappy")

@@ -103,8 +103,8 @@ SDK_CODE = (
         "singer_sdk.streams.core:Stream.get_batches",
         "copies",
         "tap_backstory/streams/base.py TapStream.get_batches",
-        "the override re-implements the default (its record source, non-jsonl formats handed back to it): port "
-        "what changed; tests/test_batch.py",
+        "the override re-implements the default (its record source; formats other than jsonl and parquet handed "
+        "back to it): port what changed; tests/test_batch.py",
         "24a107f9e734c48d5a2fc70b51a9a2222e06a026d2f2bb0d6c8cb8f8ffb1bf9b",
     ),
     SdkCode(
@@ -141,19 +141,12 @@ SDK_CODE = (
         "68af844f988d69e6d9ac6475dd5831c3b673a53f97ed6789e23ad6b0822e1476",
     ),
     SdkCode(
-        "singer_sdk.batch:lazy_chunked_generator",
-        "relies on",
-        "tap_backstory/streams/base.py TapStream.get_batches (parquet: the SDK's batcher)",
-        "it must still read a whole chunk of records before the batcher opens its file, so no child stream "
-        "runs inside the parent's storage transaction; else parquet needs `publish` too; tests/test_batch.py",
-        "2570ea6f2e4b1e1cbe1836c02e54945573fe235b4917283a0656b23ae24fb03a",
-    ),
-    SdkCode(
         "singer_sdk.contrib.batch_encoder_parquet:ParquetBatcher.get_batches",
-        "relies on",
-        "tap_backstory/streams/base.py TapStream.get_batches (parquet: the SDK's batcher)",
-        "it must still take each chunk from `lazy_chunked_generator` before `storage.open` (see that entry); "
-        "tests/test_batch.py",
+        "copies",
+        "tap_backstory/streams/base.py TapStream._parquet_batches",
+        "file names `{prefix}{tap}--{stream}-{uuid}={n}.parquet[.gz]`, gzip or the default codec, one file per "
+        "`batch_size` records; the tap's table has a column for every key of every record (the SDK's takes the "
+        "first record's keys only): port what else changed; tests/test_batch.py",
         "cf326b03c878dfdb46722b47dc6c8e064430b161a62a281dd3fd34ffa875b226",
     ),
     SdkCode(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import stat
@@ -15,6 +16,7 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
+from tap_backstory.batch_files import PARQUET_NEEDS_PYARROW
 from tap_backstory.client import LOGGER, ApiClient, ConfigError, TapBackstoryError, is_loopback
 from tap_backstory.names import ENRICHMENT_SECTIONS, STREAM_CREDENTIALS, STREAM_ORDER
 from tap_backstory.state_check import check_state
@@ -287,6 +289,9 @@ def check_config(config: t.Mapping[str, t.Any], clock: Clock) -> None:
         unknown = sorted(set(sections) - set(ENRICHMENT_SECTIONS))
         if unknown or not sections:
             raise ConfigError(f"enrichment_sections must be a non-empty subset of {list(ENRICHMENT_SECTIONS)}")
+    batch_format = ((config.get("batch_config") or {}).get("encoding") or {}).get("format")
+    if batch_format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError(PARQUET_NEEDS_PYARROW)
 
 
 def describe_schema_error(error: t.Any) -> str:
