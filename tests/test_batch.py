@@ -215,3 +215,22 @@ def test_a_file_stays_whole_while_other_files_come_and_go_in_the_same_storage(tm
         failed.write(b"half")
         raise RuntimeError("the stream failed")
     assert sorted(p.name for p in folder.iterdir()) == ["child.json", "parent.json", "sdk-child.json"]
+
+
+def test_parquet_without_pyarrow_is_a_config_error_before_any_request(tmp_path):
+    """pyarrow is an optional extra: a tap installed without it refuses parquet up front, in one line."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['pyarrow'] = None  # as if not installed\n")
+    config = {
+        "contactbased_api_url": "http://127.0.0.1:9/contactbased",  # never contacted
+        "contactbased_api_key": "key",
+        "batch_config": {"encoding": {"format": "parquet"}, "storage": {"root": (tmp_path / "b").as_uri()}},
+    }
+    result = tap_runner.run_tap(config, env={"PYTHONPATH": str(hide)}, timeout=60)
+    assert result.returncode == 1
+    assert result.error_line == (
+        "tap-backstory: error: batch_config.encoding.format parquet needs pyarrow: "
+        "install tap-backstory[parquet] (or pyarrow) with the tap"
+    ), result.stderr
+    assert result.stdout == ""
