@@ -77,5 +77,23 @@ def write_parquet(records: list[dict], out: t.BinaryIO, compression: str | None)
         import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError(PARQUET_NEEDS_PYARROW) from None
-    table = pa.Table.from_struct_array(pa.array(records))  # pa.array infers one struct type from every record
-    pq.write_table(table, out, compression=compression or "snappy")
+    array = pa.array(records)  # one struct type inferred from every record
+    if _has_empty_struct(array.type):  # parquet cannot store an object type without fields: `{}` becomes null
+        array = pa.array([_empty_objects_as_null(record) for record in records])
+    pq.write_table(pa.Table.from_struct_array(array), out, compression=compression or "snappy")
+
+
+def _has_empty_struct(arrow_type) -> bool:
+    import pyarrow.types
+
+    if pyarrow.types.is_struct(arrow_type) and arrow_type.num_fields == 0:
+        return True
+    return any(_has_empty_struct(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+
+
+def _empty_objects_as_null(value):
+    if isinstance(value, dict):
+        return {key: _empty_objects_as_null(item) for key, item in value.items()} or None
+    if isinstance(value, list):
+        return [_empty_objects_as_null(item) for item in value]
+    return value

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tap_backstory.batch_files import publish
+from tap_backstory.batch_files import publish, write_parquet
 from tap_backstory.sdk import StorageTarget
 from tests import tap_runner
 from tests.backstory_support import run, sandbox, stream_state, tap_config
@@ -234,3 +234,21 @@ def test_parquet_without_pyarrow_is_a_config_error_before_any_request(tmp_path):
         "install tap-backstory[parquet] (or pyarrow) with the tap"
     ), result.stderr
     assert result.stdout == ""
+
+
+def test_parquet_keeps_every_key_of_every_record_and_stores_an_empty_object_as_null(tmp_path):
+    """Columns from every record, not the first one's (the SDK's batcher lost `b` and `nested.y` here); parquet
+    has no object type without fields, so an object that is empty in every record arrives as null."""
+    import pyarrow.parquet as pq
+
+    records = [
+        {"a": 1, "nested": {"x": "1"}, "empty": {}, "list": [{}]},
+        {"a": 2, "b": "only here", "nested": {"y": 2.5}, "empty": None, "list": []},
+    ]
+    path = tmp_path / "f.parquet"
+    with path.open("wb") as out:
+        write_parquet(records, out, compression="gzip")
+    assert pq.read_table(path).to_pylist() == [
+        {"a": 1, "nested": {"x": "1", "y": None}, "empty": None, "list": [None], "b": None},
+        {"a": 2, "nested": {"x": None, "y": 2.5}, "empty": None, "list": [], "b": "only here"},
+    ]
