@@ -121,7 +121,7 @@ class TapStream(Stream):
             if record is None:
                 return
             filename = f"{storage.prefix or ''}{sync_id}-{number}.json" + (".gz" if compress else "")
-            # Not `storage.open`: the child stream this stream's records sync would end its transaction
+            # Not `storage.open`: a child stream synced while this file is written would end its transaction
             # (tap_backstory/batch_files.py).
             with publish(storage, filename) as raw:
                 zipped = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL) if compress else None
