@@ -2,7 +2,8 @@
 # End-to-end: the real Meltano pipeline against the bundled sandbox, configured the way a deployed pipeline is
 # (the `prod` environment, every tap setting from TAP_BACKSTORY_* variables, the warehouse from TARGET_POSTGRES_*),
 # into DuckDB and a real PostgreSQL; row counts checked against what the sandbox served, then a second and a third
-# run that must use the stored state and leave exactly the distinct rows in both warehouses; then the README's "add the tap to another Meltano project" in a fresh folder
+# run that must use the stored state and leave exactly the distinct rows in both warehouses; a run in BATCH mode
+# into PostgreSQL with the same exact counts; then the README's "add the tap to another Meltano project" in a fresh folder
 # outside the repo (the built wheel, target-jsonl). Leaves the demo's output/warehouse.duckdb alone and removes
 # its temporary folders when it ends, also on failure.
 set -euo pipefail
@@ -33,7 +34,8 @@ CHECK=(uv run --frozen python scripts/e2e_check.py --sandbox "$SANDBOX" --start-
 restart_sandbox() { stop_sandbox; start_sandbox "$WORK/sandbox-$1.log" --today "$TAP_BACKSTORY_TODAY"; }
 
 scripts/pg.sh start
-PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5433 -U postgres -qc "DROP SCHEMA IF EXISTS tap_backstory CASCADE" tap >/dev/null  # no NOTICE
+PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5433 -U postgres -qc "DROP SCHEMA IF EXISTS tap_backstory CASCADE" \
+  -c "DROP SCHEMA IF EXISTS tap_backstory_batch CASCADE" tap >/dev/null  # no NOTICE
 "${MELTANO[@]}" install
 restart_sandbox config-test
 "${MELTANO[@]}" --environment prod config test tap-backstory
@@ -54,6 +56,22 @@ for later in second third; do
   "${MELTANO[@]}" --environment prod run tap-backstory target-postgres
   "${CHECK[@]}" "$later" --warehouses duckdb postgres
 done
+
+# BATCH mode (issue 21): the same pipeline with `batch_config` (gzip JSON Lines files; target-postgres reads
+# BATCH), on its own state id (a full first run) into its own schema: exact rows of all four streams, the child
+# `enriched_contact_records` synced while its parent's files are written included, each from its own BATCH files.
+echo "== BATCH run: tap-backstory (batch_config, jsonl gzip) -> PostgreSQL (schema tap_backstory_batch)"
+BATCHES="$WORK/batches"
+restart_sandbox batch
+TAP_BACKSTORY_BATCH_CONFIG="{\"encoding\": {\"format\": \"jsonl\", \"compression\": \"gzip\"}, \"storage\": {\"root\": \"file://$BATCHES\"}}" \
+  TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA=tap_backstory_batch \
+  "${MELTANO[@]}" --environment prod run --state-id-suffix batch tap-backstory target-postgres
+for stream in activities enriched_contacts intent_feed_exports enriched_contact_records; do
+  files=("$BATCHES"/tap-backstory--"$stream"-*.json.gz)
+  [ -e "${files[0]}" ] || { echo "END-TO-END CHECK FAILED: no BATCH file of $stream in $BATCHES"; exit 1; }
+  echo "  $stream: ${#files[@]} BATCH file(s)"
+done
+TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA=tap_backstory_batch "${CHECK[@]}" first --warehouses postgres
 
 echo "== another Meltano project: the README's plugin definitions (tap: pip_url the built wheel; target-jsonl)"
 uv build --wheel --out-dir "$WORK/dist" --quiet

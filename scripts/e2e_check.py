@@ -72,13 +72,13 @@ PRIMARY_KEYS = {
 
 def duplicated_keys(warehouse: str) -> list[str]:
     """Tables where a primary key value occurs more than once (none, when upserts work)."""
-    from row_counts import SCHEMA, connect
+    from row_counts import connect, schema
 
     problems = []
     with connect(warehouse) as con:
         for table, key in PRIMARY_KEYS.items():
             total, distinct = con.execute(
-                f"select count(*), count(distinct ({key})) from {SCHEMA}.{table}"
+                f"select count(*), count(distinct ({key})) from {schema(warehouse)}.{table}"
             ).fetchone()
             print(f"  {warehouse:<9} {table:<26} rows {total:>7}  distinct keys {distinct:>7}")
             if total != distinct:

@@ -5,7 +5,8 @@ usage: python scripts/row_counts.py duckdb|postgres|jsonl [--json FILE] [--since
 `--json FILE` saves the counts; `--since FILE` (counts saved before a run) adds what the run added per table.
 
 The locations are the loaders' own settings, so a run and its check cannot look at different places:
-TARGET_DUCKDB_FILEPATH (default: the demo's output/warehouse.duckdb), TARGET_JSONL_DESTINATION_PATH.
+TARGET_DUCKDB_FILEPATH (default: the demo's output/warehouse.duckdb), TARGET_JSONL_DESTINATION_PATH, and the
+schema TARGET_DUCKDB_DEFAULT_TARGET_SCHEMA / TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA (default: meltano.yml's).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 TABLES = ("activities", "enriched_contacts", "intent_feed_exports", "enriched_contact_records")
-SCHEMA = "tap_backstory"
+SCHEMA = "tap_backstory"  # meltano.yml's default_target_schema of both loaders
 DUCKDB_FILE = os.environ.get("TARGET_DUCKDB_FILEPATH", "output/warehouse.duckdb")
 POSTGRES_DSN = "host=127.0.0.1 port=5433 user=tap password=tap dbname=tap"
 
@@ -28,6 +29,11 @@ def jsonl_lines(folder: Path, table: str) -> int:
         with path.open("rb") as lines:
             total += sum(1 for line in lines if line.strip())
     return total
+
+
+def schema(warehouse: str) -> str:
+    """The schema the loader of `warehouse` writes to: its DEFAULT_TARGET_SCHEMA setting, else meltano.yml's."""
+    return os.environ.get(f"TARGET_{warehouse.upper()}_DEFAULT_TARGET_SCHEMA", SCHEMA)
 
 
 def connect(warehouse: str):
@@ -46,7 +52,7 @@ def counts(warehouse: str) -> dict[str, int]:
         folder = Path(os.environ["TARGET_JSONL_DESTINATION_PATH"])
         return {t: jsonl_lines(folder, t) for t in TABLES}
     with connect(warehouse) as con:
-        return {t: con.execute(f"select count(*) from {SCHEMA}.{t}").fetchone()[0] for t in TABLES}
+        return {t: con.execute(f"select count(*) from {schema(warehouse)}.{t}").fetchone()[0] for t in TABLES}
 
 
 def where(warehouse: str) -> str:
@@ -66,7 +72,7 @@ def main() -> None:
     result = counts(warehouse) if warehouse != "duckdb" or Path(DUCKDB_FILE).exists() else dict.fromkeys(TABLES, 0)
     since = option("--since")
     before = json.loads(Path(since).read_text()) if since and Path(since).exists() else None
-    print(f"rows per table in the {where(warehouse)}, schema {SCHEMA}:")
+    print(f"rows per table in the {where(warehouse)}, schema {schema(warehouse)}:")
     print(f"  {'table':<26} {'rows':>8}" + ("  added by this run" if before is not None else ""))
     for table, number in result.items():
         added = f"  {number - before.get(table, 0):+8d}" if before is not None else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig, StorageTarget
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.plugin_base import JSONSchemaValidator
@@ -26,6 +26,7 @@ __all__ = [
     "JSONSchemaValidator",
     "PrivateName",
     "SdkCode",
+    "StorageTarget",
     "pop_deselected_record_properties",
     "utc_now",
 ]
@@ -128,8 +129,8 @@ SDK_CODE = (
         "singer_sdk.streams.core:Stream.get_batches",
         "copies",
         "tap_backstory/streams/base.py TapStream.get_batches",
-        "the override re-implements the default (its record source, non-jsonl formats handed back to it): port "
-        "what changed; tests/test_batch.py",
+        "the override re-implements the default (its record source; formats other than jsonl and parquet handed "
+        "back to it): port what changed; tests/test_batch.py",
         "24a107f9e734c48d5a2fc70b51a9a2222e06a026d2f2bb0d6c8cb8f8ffb1bf9b",
     ),
     SdkCode(
@@ -139,6 +140,40 @@ SDK_CODE = (
         "file names `{prefix}{tap}--{stream}-{uuid}-{n}.json.gz`, one file per `batch_size` records, one "
         "manifest per file: keep the tap's files like the SDK's; tests/test_batch.py",
         "d4b71884fea81bda500ce3cb31f83ad079d4efa29bc4216039725542d9104a75",
+    ),
+    SdkCode(
+        "singer_sdk.helpers._batch:StorageTarget.get_url",
+        "relies on",
+        "tap_backstory/batch_files.py publish",
+        "a local storage root must still give a `file://` URL of the file's final path (publish renames the "
+        "finished file there; the BATCH message names that URL); tests/test_batch.py",
+        "67b486f6b08ad3138fc6982f60f94fc73150f6aa78309ca646f032f12bb54ece",
+    ),
+    SdkCode(
+        "singer_sdk.helpers._batch:StorageTarget.open",
+        "relies on",
+        "tap_backstory/batch_files.py publish",
+        "kept out of record reading: its fsspec transaction is per filesystem, so a child stream's transaction "
+        "replaced the parent's (issue 21). publish only copies a finished file through it for non-local storage; "
+        "if the SDK makes it safe to hold open across child streams, publish may go back to it; "
+        "tests/test_batch.py",
+        "a5c692a717a77d78fddb385648decb0d9a91e34cbf5cdec0c75a5077563dd74b",
+    ),
+    SdkCode(
+        "singer_sdk.helpers._batch:StorageTarget._fs",
+        "relies on",
+        "tap_backstory/batch_files.py publish",
+        "the transaction that `StorageTarget.open` writes through (see its entry); tests/test_batch.py",
+        "68af844f988d69e6d9ac6475dd5831c3b673a53f97ed6789e23ad6b0822e1476",
+    ),
+    SdkCode(
+        "singer_sdk.contrib.batch_encoder_parquet:ParquetBatcher.get_batches",
+        "copies",
+        "tap_backstory/streams/base.py TapStream._parquet_batches",
+        "file names `{prefix}{tap}--{stream}-{uuid}={n}.parquet[.gz]`, gzip or the default codec, one file per "
+        "`batch_size` records; the tap's table has a column for every key of every record (the SDK's takes the "
+        "first record's keys only): port what else changed; tests/test_batch.py",
+        "cf326b03c878dfdb46722b47dc6c8e064430b161a62a281dd3fd34ffa875b226",
     ),
     SdkCode(
         "singer_sdk.streams.core:Stream.sync",
@@ -246,5 +281,11 @@ PRIVATE_NAMES = (
         "BaseBatchFileEncoding",
         "tap_backstory/streams/base.py TapStream.get_batches",
         "type of what the hook yields (no public home in 0.54)",
+    ),
+    PrivateName(
+        "singer_sdk.helpers._batch",
+        "StorageTarget",
+        "tap_backstory/batch_files.py publish",
+        "type of `BatchConfig.storage` (no public home in 0.54)",
     ),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib.util
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
+from tap_backstory.batch_files import PARQUET_NEEDS_PYARROW
 from tap_backstory.client import (
     LOGGER,
     ApiClient,
@@ -301,6 +303,9 @@ def check_config(config: t.Mapping[str, t.Any], clock: Clock) -> None:
         unknown = sorted(set(sections) - set(ENRICHMENT_SECTIONS))
         if unknown or not sections:
             raise ConfigError(f"enrichment_sections must be a non-empty subset of {list(ENRICHMENT_SECTIONS)}")
+    batch_format = ((config.get("batch_config") or {}).get("encoding") or {}).get("format")
+    if batch_format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError(PARQUET_NEEDS_PYARROW)
 
 
 ENV_PREFIX = "TAP_BACKSTORY_"

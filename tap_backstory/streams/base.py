@@ -17,6 +17,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from tap_backstory import schemas
+from tap_backstory.batch_files import publish, write_parquet
 from tap_backstory.formats import RecordShaper
 from tap_backstory.sdk import pop_deselected_record_properties, utc_now
 
@@ -117,17 +118,22 @@ class TapStream(Stream):
     def get_batches(
         self, batch_config: BatchConfig, context: dict | None = None
     ) -> t.Iterator[tuple[BaseBatchFileEncoding, list[str]]]:
-        """JSON Lines batch files (gzip when configured), written as the records stream through.
+        """Batch files written as the records stream through: JSON Lines (gzip when configured), or parquet.
 
         The SDK's default holds each chunk of `batch_size` records in memory (~200 MB of dicts at 10,000
         activities), encodes with simplejson and compresses at level 9. Here each record is encoded with msgspec
         straight into the file, so memory stays flat. Files, names and messages are as in the SDK:
         `{prefix}{tap}--{stream}-{uuid}-{n}.json.gz`, one BATCH message (then STATE) per file. The next
         record is read before a file is announced, so when the last file goes out the stream's state is final.
-        Other encodings (parquet) keep the SDK's batcher.
+        Each file is written under a partial name and moved into place when complete (`publish`), so a BATCH
+        message never names a missing or partial file, whatever child streams run while it is written.
+        Parquet: `_parquet_batches`.
         """
+        if batch_config.encoding.format == "parquet":
+            yield from self._parquet_batches(batch_config, context)
+            return
         if batch_config.encoding.format != "jsonl":
-            yield from super().get_batches(batch_config, context)
+            yield from super().get_batches(batch_config, context)  # the SDK's error for an unknown format
             return
         storage = batch_config.storage
         sync_id = f"{self.tap_name}--{self.name}-{uuid.uuid4()}"
@@ -141,7 +147,9 @@ class TapStream(Stream):
             if record is None:
                 return
             filename = f"{storage.prefix or ''}{sync_id}-{number}.json" + (".gz" if compress else "")
-            with storage.open(filename, "wb") as raw:
+            # Not `storage.open`: a child stream synced while this file is written would end its transaction
+            # (tap_backstory/batch_files.py).
+            with publish(storage, filename) as raw:
                 zipped = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL) if compress else None
                 with zipped or contextlib.nullcontext():
                     out = zipped or raw
@@ -152,6 +160,31 @@ class TapStream(Stream):
                         record = next(records, None)
                         if record is None:
                             break
+            yield batch_config.encoding, [storage.get_url(filename)]
+
+    def _parquet_batches(
+        self, batch_config: BatchConfig, context: dict | None
+    ) -> t.Iterator[tuple[BaseBatchFileEncoding, list[str]]]:
+        """Parquet batch files, named as the SDK names them (`{prefix}{tap}--{stream}-{uuid}={n}.parquet[.gz]`).
+
+        Not the SDK's batcher: it builds each file's table with `pyarrow.Table.from_pylist`, which takes the
+        columns from the file's *first* record, so every value of a top-level key that record lacks was lost.
+        Here the columns are every key of every record in the file (nested objects too). A file holds one
+        chunk of `batch_size` records in memory, as in the SDK (a table is built whole).
+        """
+        storage = batch_config.storage
+        sync_id = f"{self.tap_name}--{self.name}-{uuid.uuid4()}"
+        compress = batch_config.encoding.compression == "gzip"
+        records = iter(self._sync_records(context, write_messages=False))
+        record = next(records, None)
+        for number in itertools.count(1):
+            if record is None:
+                return
+            chunk = [record, *itertools.islice(records, batch_config.batch_size - 1)]
+            record = next(records, None)  # read ahead: the last file goes out with the stream's final state
+            filename = f"{storage.prefix or ''}{sync_id}={number}.parquet" + (".gz" if compress else "")
+            with publish(storage, filename) as out:
+                write_parquet(chunk, out, compression="gzip" if compress else None)
             yield batch_config.encoding, [storage.get_url(filename)]
 
     @functools.cached_property
