@@ -22,8 +22,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from tap_backstory.client import RETRIABLE_STATUSES, ApiClient, ApiError, TapBackstoryError, one_line
-from tap_backstory.formats import read_export, unwrap_list
-from tap_backstory.fragments import Fragment, FragmentReader
+from tap_backstory.formats import Part, read_export, unwrap_list
+from tap_backstory.fragments import Fragment, FragmentReader, JobGone, check_job_id, job_path
 from tap_backstory.polling import PollSchedule
 from tap_backstory.windows import RETENTION, Clock, PendingJob, Window, format_timestamp, parse_timestamp
 
@@ -84,6 +84,7 @@ class _Slot:
     refusal: str = ""  # why the last job-creation request was not taken
     heartbeat_at: float = 0.0  # monotonic: the last "still waiting" line
     resume_checked: bool = False
+    remade: bool = False  # its job's files were gone and a new job was made (once a run)
     requested: bool = False  # the request of this window's next job is announced in state
     error: Exception | None = None  # a refusal to create this window's job, raised when its turn comes
 
@@ -108,6 +109,7 @@ class ExportJobs:
         job_timeout: float,
         clock: Clock,
         log: logging.Logger,
+        fragment_mode: str = "auto",
         on_requesting: t.Callable[[JobSpec, dt.datetime], None] = lambda spec, at: None,
         on_created: t.Callable[[JobSpec, str, dt.datetime], None] = lambda spec, job_id, created_at: None,
     ) -> None:
@@ -120,16 +122,18 @@ class ExportJobs:
         self.job_timeout = job_timeout
         self.clock = clock
         self.log = log
+        self.fragment_mode = fragment_mode
         self.on_requesting = on_requesting
         self.on_created = on_created
         self._todo: deque[JobSpec] = deque()
+        self._ahead: deque[_Slot] = deque()
         self._listed: list[dict] | None = None  # Backstory's job list, read once, only to find orphans
 
     # --- the pipeline ----------------------------------------------------------------------------------
     def run(self, specs: t.Iterable[JobSpec]) -> t.Iterator[tuple[JobSpec, str, t.Iterator[dict]]]:
         """Yield each window's records in order; the caller must read them before asking for the next."""
         self._todo = todo = deque(specs)
-        ahead: deque[_Slot] = deque()
+        self._ahead = ahead = deque()
         while todo or ahead:
             self._look_ahead(ahead)
             head = ahead[0]
@@ -258,7 +262,7 @@ class ExportJobs:
             )
             return False
         info = response.json()
-        slot.job_id, slot.info = str(info["job_id"]), info
+        slot.job_id, slot.info = check_job_id(str(info["job_id"])), info
         slot.state = job_state(info) or "Queued"
         slot.jobs_created += 1
         slot.requested = False
@@ -302,7 +306,7 @@ class ExportJobs:
         if pending.job_id is None:
             return self._adopt_orphan(slot, pending.created_at)
         try:
-            info = self.api.request("GET", f"{self.path}/{pending.job_id}").json()
+            info = self.api.request("GET", job_path(self.path, pending.job_id)).json()
         except ApiError as exc:
             self.log.info(
                 "Window %s: job %s in state is not retrievable (%s); creating a new job",
@@ -336,7 +340,7 @@ class ExportJobs:
                 and all(_same(info.get(key), value) for key, value in slot.spec.body.items())
                 and job_state(info) not in FAILED_STATES
             ):
-                slot.job_id, slot.info, slot.state = str(info["job_id"]), info, job_state(info)
+                slot.job_id, slot.info, slot.state = check_job_id(str(info["job_id"])), info, job_state(info)
                 slot.poll.restart()
                 self.log.info(
                     "Window %s: adopting export job %s (%s) from Backstory's job list: an interrupted run "
@@ -367,7 +371,7 @@ class ExportJobs:
         return self._listed
 
     def _poll(self, slot: _Slot) -> None:
-        info = self.api.request("GET", f"{self.path}/{slot.job_id}").json()
+        info = self.api.request("GET", job_path(self.path, str(slot.job_id))).json()
         state = job_state(info)
         slot.info = info
         if state != slot.state:
@@ -385,12 +389,28 @@ class ExportJobs:
 
     # --- download --------------------------------------------------------------------------------------
     def _records(self, slot: _Slot) -> t.Iterator[dict]:
-        """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted."""
+        """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted. A job
+        whose files are gone before its first record is made again, once a run (docs/decisions.md)."""
         job_id, started, rows = str(slot.job_id), self.clock.monotonic(), 0
-        reader = FragmentReader(self.api, self.path, self.fragment_concurrency, self.log, self.clock)
-        for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse, job_id):
-            rows += 1
-            yield record
+        reader = FragmentReader(
+            self.api, self.path, self.fragment_concurrency, self.log, self.clock, mode=self.fragment_mode
+        )
+        try:
+            for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse, job_id):
+                rows += 1
+                yield record
+        except JobGone as exc:
+            if rows or slot.remade:
+                raise
+            self.log.warning(
+                "Window %s: the files of export job %s are gone (%s); creating a new job for the same window",
+                slot.spec,
+                job_id,
+                one_line(exc),
+            )
+            self._remake(slot)
+            yield from self._records(slot)
+            return
         elapsed = self.clock.monotonic() - started
         self.log.info(
             "Window %s: %d rows, %d bytes from job %s in %.1fs (%.0f rows/s)",
@@ -402,12 +422,22 @@ class ExportJobs:
             rows / elapsed if elapsed else rows,
         )
 
+    def _remake(self, slot: _Slot) -> None:
+        """A new job for this window, waited on as the head of the pipeline."""
+        slot.remade, slot.resume_checked = True, True
+        slot.job_id, slot.state, slot.info = None, None, {}
+        self._ahead.appendleft(slot)
+        self._wait_completed(slot, self._ahead)
+        self._ahead.popleft()
+        self._start_jobs(self._ahead)
+
 
 def parse_in_order(fragments: t.Iterable[Fragment], parse: Parser, job_id: str) -> t.Iterator[dict]:
     """The records of a job's fragment files, handed over in fragment order and read as ONE file: the docs say
     fragments "are stitched together to form a single file", not that each is a whole file (`formats.read_export`
     tells byte slices from standalone files by the data)."""
-    return read_export(((fragment.body, fragment.source) for fragment in fragments), parse, f"export job {job_id}")
+    parts = (Part(fragment.body, fragment.source, fragment.charset, fragment.encoding) for fragment in fragments)
+    return read_export(parts, parse, f"export job {job_id}")
 
 
 def _heartbeat_seconds() -> float:
