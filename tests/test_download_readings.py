@@ -11,7 +11,6 @@ import io
 import pytest
 
 from tap_backstory.tap import TapBackstory
-
 from tap_backstory_sandbox.data import expected_contact_emails
 from tests.backstory_support import D, expected_uids, run, sandbox, tap_config, windows
 from tests.conftest import TODAY
