@@ -54,6 +54,8 @@ def unwrap_list(body: t.Any, where: str, keys: t.Sequence[str] = LIST_KEYS) -> l
 
 def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
     """Records of a JSON Lines body, or of a body holding one JSON array (or an object wrapping one)."""
+    if not hasattr(stream, "peek"):
+        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
     first = _peek_first_byte(stream)
     if first == b"":
         return
@@ -110,10 +112,16 @@ def _finite_float(text: str) -> float:
 
 
 def _peek_first_byte(stream: t.BinaryIO) -> bytes:
-    peek = getattr(stream, "peek", None)
-    data = peek(64) if peek else b""
-    stripped = data.lstrip()
-    return stripped[:1]
+    """The first byte that is not whitespace (b"" for an empty body), the whitespace before it consumed: a body
+    opening with many blank lines is not an empty body."""
+    while True:
+        data = stream.peek(64)  # type: ignore[attr-defined]
+        if not data:
+            return b""
+        stripped = data.lstrip()
+        stream.read(len(data) - len(stripped))
+        if stripped:
+            return stripped[:1]
 
 
 _WRAPPED_ARRAY = re.compile(rb'\s*\{\s*"(?:data|items|results|records|rows|activities|contacts)"\s*:\s*\[')
@@ -132,10 +140,18 @@ def _looks_like_single_document(stream: t.BinaryIO, first: bytes) -> bool:
     line_end = head.find(b"\n")
     if line_end == -1:
         return False  # one line: a one-record JSON Lines file reads the same either way
+    line = head[:line_end]
     try:
-        json.loads(head[:line_end])
+        _LINE_DECODER.decode(line)
+        return False
+    except (msgspec.ValidationError, RecursionError):
+        return False  # a whole line, out of bounds: the line reader says so
+    except msgspec.DecodeError:
+        pass
+    try:
+        json.loads(line)  # what msgspec refuses and `json` reads (NaN)
     except RecursionError:
-        return False  # nested too deep for any reading: the line reader says so
+        return False
     except ValueError:
         return True  # the first line is not a whole object: a pretty-printed document
     return False
@@ -392,7 +408,7 @@ def read_export(
     try:
         yield from parse(stream, source)
     except DataError as exc:
-        if exc.line is None or len(stitcher.file_starts) < 2:
+        if exc.line is None or not stitcher.file_starts or stitcher.file_starts[-1][1] == source:
             raise
         first_line, label = stitcher.fragment_of(exc.line)
         raise DataError(f"{exc} (line {exc.line - first_line + 1} of {label})", exc.line) from None
@@ -648,10 +664,13 @@ class _ChunkReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: t.Any) -> int:
-        # Fills the whole buffer when it can, so a parser's `peek` sees as much as it asks for.
+        # Hands on what one chunk holds, not waiting for more: records are parsed while the bytes arrive. The
+        # first chunk holds at least the first line (see `_Stitcher`), which is all a parser's `peek` needs.
         filled, size = 0, len(buffer)
         while filled < size:
             if not self._pending:
+                if filled:
+                    break
                 chunk = next(self._chunks, None)
                 if chunk is None:
                     break

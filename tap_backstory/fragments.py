@@ -35,6 +35,8 @@ from tap_backstory.windows import Clock
 
 FRAGMENT_TRIES = 4
 CHUNK_SIZE = 1 << 20
+ARRIVING_CHUNK = 64 * 1024
+"""Without urllib3's `read1`, bytes are handed on in blocks of this size (the first record waits for one)."""
 BYTES_PER_TIMEOUT_STEP = 20 * 1024 * 1024
 SECONDS_PER_TIMEOUT_STEP = 60
 """Backstory: "the maximum timeout for data retrieval ... is 60 seconds per 20mb of data"."""
@@ -440,7 +442,7 @@ class FragmentReader:
             spool.answered(response.headers)
             written = 0
             # As received: a Content-Encoding body is decoded by the parser (formats), within its bounds.
-            for chunk in response.raw.stream(CHUNK_SIZE, decode_content=False):
+            for chunk in _arriving(response.raw):
                 if spool.cancelled:
                     raise _Stopped
                 if written + len(chunk) > limit:
@@ -457,6 +459,16 @@ class FragmentReader:
                 raise _Retry(f"short body: {written} of {expected} bytes")
             if written < spool.size:
                 raise TapBackstoryError(f"{spool.name}: the body changed between two download tries (shorter)")
+
+
+def _arriving(raw: t.Any) -> t.Iterator[bytes]:
+    """A body's bytes as they arrive (not in whole CHUNK_SIZE blocks: the parser reads them at once), undecoded."""
+    read1 = getattr(raw, "read1", None)  # urllib3 >= 2.3
+    if read1 is None:
+        yield from raw.stream(ARRIVING_CHUNK, decode_content=False)
+        return
+    while chunk := read1(CHUNK_SIZE, decode_content=False):
+        yield chunk
 
 
 def _results_size(info: dict, job_id: str) -> int:
