@@ -114,7 +114,8 @@ def test_a_job_id_with_control_characters_is_refused():
 
 
 def test_records_stream_while_a_slow_download_goes_on_with_progress_lines():
-    """A 25 kB/s link (about 7 s per fragment): the first RECORD arrives long before the export's last byte, and progress is logged."""
+    """A 25 kB/s link (about 7 s per fragment): the first RECORD arrives long before the export's last byte,
+    and progress is logged."""
     with sandbox(bandwidth_bytes_per_sec=25_000, activities_per_day=300) as sb:
         config = tap_config(sb, "activities", start_date="2026-02-27", fragment_concurrency=4)
         with tempfile.TemporaryDirectory() as tmp:
