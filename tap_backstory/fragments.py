@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import urllib3.exceptions
+import urllib3.response
 
 from tap_backstory.client import TRANSPORT_ERRORS, ApiClient, ApiError, TapBackstoryError, backoff_delay, one_line
 from tap_backstory.windows import Clock
@@ -463,12 +464,13 @@ class FragmentReader:
 
 def _arriving(raw: t.Any) -> t.Iterator[bytes]:
     """A body's bytes as they arrive (not in whole CHUNK_SIZE blocks: the parser reads them at once), undecoded."""
-    read1 = getattr(raw, "read1", None)  # urllib3 >= 2.3
-    if read1 is None:
+    if not isinstance(raw, urllib3.response.BaseHTTPResponse):  # a plain file object (a test's fake response)
+        yield from iter(lambda: raw.read(CHUNK_SIZE), b"")
+    elif hasattr(raw, "read1"):  # urllib3 >= 2.3
+        while chunk := raw.read1(CHUNK_SIZE, decode_content=False):
+            yield chunk
+    else:
         yield from raw.stream(ARRIVING_CHUNK, decode_content=False)
-        return
-    while chunk := read1(CHUNK_SIZE, decode_content=False):
-        yield chunk
 
 
 def _results_size(info: dict, job_id: str) -> int:
