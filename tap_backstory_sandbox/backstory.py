@@ -20,7 +20,8 @@ Behaviour, with the vendor doc it follows (the vendor's API docs, kept outside t
   file with its header) or JSON (JSON Lines, or an array per file with ``contacts_json_style="array"``).
   The docs only say fragments "are stitched together to form a single file", so ``fragment_layout="byte_range"``
   serves them as byte slices of that one file instead; ``gzip_bodies`` and ``body_encoding`` serve bodies
-  gzip-compressed (no Content-Encoding) or in Latin-1.
+  gzip-compressed (no Content-Encoding) or in Latin-1 (``content_charset`` sets what Content-Type declares);
+  ``fragment_param`` makes the server ignore or refuse ``?fragment=``.
 * Errors: ``{"error": "<Name>Exception", "message": "..."}``; unsupported methods and unknown paths → 404
   ``{"error": "NotFoundException", "message": "HTTP 404 Not Found"}``.
 """

@@ -24,6 +24,11 @@ Faults are plain settings (see ``settings.SandboxSettings``), changeable at run 
                            its second data row
 ``unexpected_envelope``    the Nth ``/intent/feeds/exports/page`` response from now holds its rows under
                            ``records`` (a key the docs do not name)
+``gone_jobs``              the next N created Backstory jobs end Completed but their data answers 410
+``hostile_data``           activities data bodies replaced by hostile content (gzip bombs by magic bytes or
+                           Content-Encoding, an endless line, deep nesting, huge numbers)
+``hostile_fragments``      Completed jobs announce this many fragments (e.g. 1000000000)
+``hostile_job_id``         new jobs get ids starting with this text (e.g. ``../../auth/v1/tokens?job=``)
 =========================  ============================================================================
 
 The three bad-data faults are *position* faults: they hit one response, then reset to 0. A corrupted body
