@@ -279,14 +279,16 @@ class FragmentReader:
                 downloads.append(start(None if whole else next_number))
                 next_number += 1
 
-        def fall_back(reason: str) -> _Spool:
-            nonlocal last_wanted
+        def warn_fall_back(reason: str) -> None:
             self.log.warning(
                 "Export job %s: %s; reading it as ONE file from a plain GET of its data (fragment_mode=whole "
                 "skips this check)",
                 job_id,
                 reason,
             )
+
+        def fall_back() -> _Spool:
+            nonlocal last_wanted
             last_wanted = -1
             for spool in downloads:
                 spool.close()
@@ -305,9 +307,13 @@ class FragmentReader:
                     if probed and exc.status in NO_SUCH_FRAGMENT:
                         return
                     if number == 0 and self.mode == "auto" and exc.status is not None and 400 <= exc.status < 500:
-                        spool = fall_back(f"fragment 0 was refused ({one_line(exc)})")
-                        number = None
-                        headers = spool.wait_answer(self._progress)
+                        reason = f"fragment 0 was refused ({one_line(exc)})"
+                        if not isinstance(exc, JobGone):  # a gone job: say nothing unless its plain file is there
+                            warn_fall_back(reason)
+                        spool, number = fall_back(), None
+                        headers = spool.wait_answer(self._progress)  # JobGone if the whole file is gone too
+                        if isinstance(exc, JobGone):
+                            warn_fall_back(reason)
                     else:
                         raise
                 if number == 0 and count > 1 and size and _content_length(headers) >= size:

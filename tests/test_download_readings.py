@@ -14,6 +14,7 @@ from tap_backstory.tap import TapBackstory
 from tap_backstory_sandbox.data import expected_contact_emails
 from tests.backstory_support import D, expected_uids, run, sandbox, tap_config, windows
 from tests.conftest import TODAY
+from tests.tap_runner import run_until
 
 START = "2026-02-01"
 DEFAULT_FILTERS = {"include_historical": True, "include_existing": True, "is_sourced_by_people_ai": False}
@@ -172,3 +173,20 @@ def test_records_without_their_primary_key_are_skipped_counted_and_logged(defaul
                                         contacts_output_format=output_format), check=True)
             assert by_key(result.records("enriched_contacts"), "email") == default_reading[output_format]
             assert warnings(result.stderr, "record(s) without `email` skipped")
+
+
+def test_a_job_adopted_from_state_whose_files_are_gone_is_made_again(default_reading):
+    """The issue's case: a run stops after its job was created; Backstory drops the files before the rerun,
+    which adopts the job from state (its status still says Completed) and must not fail on it every time."""
+    with sandbox() as sb:
+        config = tap_config(sb, "activities", start_date=START)
+        stopped = run_until(sb, config, lambda message, _: message["type"] == "RECORD")
+        pending = stopped.final_state["bookmarks"]["activities"]["pending_jobs"]
+        assert pending and pending[0]["job_id"]
+        for job in sb.backstory.jobs.values():  # the sandbox drops every file it holds (retention is its call)
+            job.gone = True
+        again = run(sb, config, state=stopped.final_state, check=True)
+        assert len(warnings(again.stderr, "are gone")) == 1, again.stderr[-3000:]
+        assert f"resuming export job {pending[0]['job_id']}" in again.stderr
+        uids = [record["uid"] for record in again.records("activities")]
+        assert len(uids) == len(set(uids)) and set(uids) == set(default_reading["activities"])
