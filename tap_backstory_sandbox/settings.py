@@ -89,9 +89,9 @@ class SandboxSettings:
     """The charset that data bodies' Content-Type declares ('' = none), whatever ``body_encoding`` really is
     (e.g. ``body_encoding='latin-1'`` with ``content_charset='ISO-8859-1'``)."""
     record_shapes: str = "objects"
-    """'objects': `campaigns` items are objects and `attachment_file_names` an array (the docs' reading);
-    'strings': as one public client reads them: campaigns as their names (strings) and a single attachment as
-    one string (several stay an array)."""
+    """Shapes of two activity fields: 'objects' = `campaigns` items are objects and `attachment_file_names` an
+    array (the docs' reading); 'strings' = as one public client reads them: campaigns as their names (strings)
+    and a single attachment as one string (several stay an array)."""
     keyless_every: int = 0
     """With N > 0, after every Nth record (by its place in the export) a copy without its primary key (`uid`,
     `email`) is served too (public code skips such lines)."""
