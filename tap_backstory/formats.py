@@ -13,9 +13,12 @@ import datetime as dt
 import io
 import json
 import logging
+import math
+import os
 import re
 import typing as t
 import zlib
+from dataclasses import dataclass
 
 import msgspec
 
@@ -28,7 +31,11 @@ _LINE_DECODER = msgspec.json.Decoder()
 
 
 class DataError(TapBackstoryError):
-    """The server sent data the tap cannot read correctly."""
+    """The server sent data the tap cannot read correctly (`line`: the line of the export it was found on)."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 LIST_KEYS = ("rows", "items", "data", "results", "feeds")
@@ -47,6 +54,8 @@ def unwrap_list(body: t.Any, where: str, keys: t.Sequence[str] = LIST_KEYS) -> l
 
 def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
     """Records of a JSON Lines body, or of a body holding one JSON array (or an object wrapping one)."""
+    if not hasattr(stream, "peek"):
+        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
     first = _peek_first_byte(stream)
     if first == b"":
         return
@@ -57,26 +66,62 @@ def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
     for number, line in enumerate(stream, start=1):
         try:
             record = decode(line)
-        except msgspec.DecodeError:
-            # Rare: a blank line, or what msgspec refuses and `json` reads (NaN, 1e400), or bad data.
+        except (msgspec.DecodeError, RecursionError) as exc:
+            # Rare: a blank line, or what msgspec refuses and `json` reads (NaN), or bad data.
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise DataError(
-                    f"{source}: line {number} is not valid JSON ({exc.msg}); the export is truncated or corrupt"
-                ) from None
+            record = _decode_refused_line(line, exc, source, number)
         if not isinstance(record, dict):
-            raise DataError(f"{source}: line {number} is not a JSON object")
+            raise DataError(f"{source}: line {number} is not a JSON object", line=number)
         yield record
 
 
+MAX_NUMBER_DIGITS = 100
+"""The longest number (in characters) a record may hold: msgspec reads integers up to 64 bits and floats up to
+1.8e308; the `json` fallback gets the same bounds (no 5000-digit integer, no 1e999999 read as infinity)."""
+
+
+def _decode_refused_line(line: bytes, refusal: Exception, source: str, number: int) -> t.Any:
+    """A line msgspec refused: nesting beyond its depth limit and numbers out of range are data errors; any other
+    refusal gets a second reading by `json` (it takes NaN), within the same number bounds."""
+    where = f"{source}: line {number}"
+    if isinstance(refusal, RecursionError):
+        raise DataError(f"{where} is nested deeper than the JSON decoder allows", line=number) from None
+    if isinstance(refusal, msgspec.ValidationError):  # "Integer value out of range", "Number out of range"
+        raise DataError(f"{where} holds a number out of range ({str(refusal).split(' - ')[0]})", line=number) from None
+    try:
+        return json.loads(line, parse_int=_bounded_int, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+        raise DataError(
+            f"{where} is not valid JSON ({reason}); the export is truncated or corrupt", line=number
+        ) from None
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"a {len(text)}-digit integer")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text) if len(text) <= MAX_NUMBER_DIGITS else math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]}... is out of range" if len(text) > 20 else f"{text} is out of range")
+    return value
+
+
 def _peek_first_byte(stream: t.BinaryIO) -> bytes:
-    peek = getattr(stream, "peek", None)
-    data = peek(64) if peek else b""
-    stripped = data.lstrip()
-    return stripped[:1]
+    """The first byte that is not whitespace (b"" for an empty body), the whitespace before it consumed: a body
+    opening with many blank lines is not an empty body."""
+    while True:
+        data = stream.peek(64)  # type: ignore[attr-defined]
+        if not data:
+            return b""
+        stripped = data.lstrip()
+        stream.read(len(data) - len(stripped))
+        if stripped:
+            return stripped[:1]
 
 
 _WRAPPED_ARRAY = re.compile(rb'\s*\{\s*"(?:data|items|results|records|rows|activities|contacts)"\s*:\s*\[')
@@ -95,8 +140,18 @@ def _looks_like_single_document(stream: t.BinaryIO, first: bytes) -> bool:
     line_end = head.find(b"\n")
     if line_end == -1:
         return False  # one line: a one-record JSON Lines file reads the same either way
+    line = head[:line_end]
     try:
-        json.loads(head[:line_end])
+        _LINE_DECODER.decode(line)
+        return False
+    except (msgspec.ValidationError, RecursionError):
+        return False  # a whole line, out of bounds: the line reader says so
+    except msgspec.DecodeError:
+        pass
+    try:
+        json.loads(line)  # what msgspec refuses and `json` reads (NaN)
+    except RecursionError:
+        return False
     except ValueError:
         return True  # the first line is not a whole object: a pretty-printed document
     return False
@@ -142,7 +197,12 @@ def _read_json_document(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
             return
         try:
             record, end = decoder.raw_decode(buffer, position)
-        except ValueError:
+        except (ValueError, RecursionError):
+            if len(buffer) - position > MAX_LINE_BYTES:
+                raise DataError(
+                    f"{source}: a record near byte {position} is longer than {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES) "
+                    "or not valid JSON"
+                ) from None
             if fill():
                 continue
             raise DataError(f"{source}: JSON array is truncated or corrupt near byte {position}") from None
@@ -367,36 +427,99 @@ ARRAY_TAIL = 64
 """Bytes held back at the end of a JSON-array fragment: its closing `]` is dropped if another array follows."""
 
 
+MAX_LINE_BYTES = 32 * 1024 * 1024
+"""The longest record line (JSON Lines, CSV) or JSON-array item, in bytes: a longer one is a data error, not a
+line held in memory without end (activity and contact lines are a few kB)."""
+MAX_INFLATE_RATIO = 200
+INFLATE_SLACK = 64 * 1024 * 1024
+"""Compressed bodies may decode to at most ratio x the bytes received + slack (exports compress 5-30x): a
+decompression bomb is refused early, whether it came gzip by magic bytes or by Content-Encoding."""
+MAX_DECODED_BYTES = 64 * 1024**3
+"""The most bytes one fragment (or whole file) may decode to."""
+MAX_DECODED_ENV_VAR = "TAP_BACKSTORY_MAX_DECODED_BYTES"
+"""Overrides MAX_DECODED_BYTES (tests; unset in production)."""
+CONTENT_ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
+"""What the data requests accept (requests sends `Accept-Encoding: gzip, deflate`)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One fragment file: its binary body as received, its label for errors, and how its answer said it is
+    encoded (Content-Type charset, Content-Encoding)."""
+
+    body: t.BinaryIO
+    label: str
+    charset: str | None = None
+    encoding: str = ""
+
+
 def read_export(
-    files: t.Iterable[tuple[t.BinaryIO, str]],
+    files: t.Iterable[Part | tuple[t.BinaryIO, str]],
     parse: t.Callable[[t.BinaryIO, str], t.Iterator[dict]],
     source: str,
 ) -> t.Iterator[dict]:
-    """Records of one export's fragment files (`(file, label)` in fragment order; each is closed once read).
+    """Records of one export's fragment files (`Part`s or `(file, label)`, in fragment order; each is closed
+    once read).
 
-    The files are chained into one binary stream handed to `parse` once: gzip bodies (by magic bytes) are
-    decompressed, whether each fragment is a gzip file or one gzip file was cut into slices; text must be UTF-8;
-    and each boundary is normalised (see `_Stitcher`). Memory holds a chunk and a line, never a whole file."""
-    stitcher = _Stitcher(_decoded(files))
+    The files are chained into one binary stream handed to `parse` once: gzip bodies (by magic bytes or
+    Content-Encoding) are decompressed within bounds, whether each fragment is a gzip file or one gzip file was
+    cut into slices; text is decoded by its declared charset (UTF-8 if none); and each boundary is normalised
+    (see `_Stitcher`). Memory holds a chunk and a line, never a whole file. A `DataError` found on a line is
+    told with the fragment that line came from."""
+    parts = (part if isinstance(part, Part) else Part(*part) for part in files)
+    stitcher = _Stitcher(_decoded(parts))
     stream = io.BufferedReader(_ChunkReader(stitcher.chunks()), STITCH_CHUNK)
-    yield from parse(stream, source)
+    try:
+        yield from parse(stream, source)
+    except DataError as exc:
+        if exc.line is None or not stitcher.file_starts or stitcher.file_starts[-1][1] == source:
+            raise
+        first_line, label = stitcher.fragment_of(exc.line)
+        raise DataError(f"{exc} (line {exc.line - first_line + 1} of {label})", exc.line) from None
 
 
-def _decoded(files: t.Iterable[tuple[t.BinaryIO, str]]) -> t.Iterator[tuple[bool, bytes]]:
-    """(starts a new file, bytes) of the files as text: gzip members decompressed, UTF-8 checked.
+def _max_decoded_bytes() -> int:
+    return int(os.environ.get(MAX_DECODED_ENV_VAR) or MAX_DECODED_BYTES)
+
+
+def _decoded(parts: t.Iterable[Part]) -> t.Iterator[tuple[bool, bytes, str]]:
+    """(starts a new file, bytes, label) of the files as UTF-8 text: gzip members decompressed, text decoded
+    from its declared charset or checked as UTF-8.
 
     A gzip member may run on into the next fragments (one gzip file cut into slices): only a member's end
-    starts a new file there. Anything undecodable raises `DataError` naming the fragment."""
-    utf8 = codecs.getincrementaldecoder("utf-8")()
+    starts a new file there. Anything undecodable, or decoding past the bounds, raises `DataError` naming the
+    fragment."""
+    check: codecs.IncrementalDecoder = codecs.getincrementaldecoder("utf-8")()
+    transcode: codecs.IncrementalDecoder | None = None  # from a declared charset other than UTF-8
+    charset_name = "utf-8"
     member = None  # the gzip member being decompressed
+    received = decoded_total = 0  # over the whole export, for the ratio
+    ceiling = _max_decoded_bytes()
     label, offset = "the export", 0  # offset: in the text of the current fragment, for messages
-    for body, label in files:
-        with body:
-            body.seek(0)
-            offset = 0
+    for part in parts:
+        label = part.label
+        charset = _codec_name(part.charset, label)
+        if charset != charset_name:  # the previous fragments' text must have ended whole
+            if transcode is None:
+                _check_utf8(check, b"", label, offset, final=True)
+            else:
+                _transcode(transcode, b"", label, charset_name, final=True)
+            charset_name = charset
+            transcode = None if charset == "utf-8" else codecs.getincrementaldecoder(charset)()
+        encoding = part.encoding.strip().lower()
+        if encoding not in CONTENT_ENCODINGS:
+            raise DataError(f"{label}: sent with Content-Encoding {encoding!r}, which the tap cannot read")
+        deflate = encoding == "deflate"
+        with part.body as body:
+            offset = decoded = 0
             chunk = body.read(STITCH_CHUNK)
+            received += len(chunk)
+            if deflate:
+                member = zlib.decompressobj()
             is_gzip = member is not None or _starts_gzip(chunk)  # continues a member or starts one
-            new_file = member is None
+            if encoding in ("gzip", "x-gzip") and not is_gzip and chunk:
+                raise DataError(f"{label}: sent as Content-Encoding gzip but not a gzip file")
+            new_file = member is None or deflate
             while chunk:
                 if not is_gzip:
                     text, chunk = chunk, b""
@@ -408,19 +531,60 @@ def _decoded(files: t.Iterable[tuple[t.BinaryIO, str]]) -> t.Iterator[tuple[bool
                     try:
                         text = member.decompress(chunk, STITCH_CHUNK)  # bounded, even for a gzip bomb
                     except zlib.error as exc:
-                        raise DataError(f"{label}: not a readable gzip file ({exc})") from None
+                        what = "deflate body" if deflate else "gzip file"
+                        raise DataError(f"{label}: not a readable {what} ({exc})") from None
                     chunk = member.unconsumed_tail or member.unused_data
                     if member.eof:
                         member = None
-                _check_utf8(utf8, text, label, offset)
+                    decoded_total += len(text)
+                    if decoded_total > MAX_INFLATE_RATIO * received + INFLATE_SLACK:
+                        raise DataError(
+                            f"{label}: decompresses to more than {MAX_INFLATE_RATIO} times the {received} bytes "
+                            f"received (MAX_INFLATE_RATIO); refusing it as a decompression bomb"
+                        )
+                decoded += len(text)
+                if decoded > ceiling:
+                    raise DataError(f"{label}: decodes to more than {ceiling} bytes (MAX_DECODED_BYTES); refusing it")
+                if transcode is None:
+                    _check_utf8(check, text, label, offset)
+                else:
+                    text = _transcode(transcode, text, label, charset_name)
                 offset += len(text)
-                yield new_file, text
+                yield new_file, text, label
                 new_file = False
                 if not chunk:
                     chunk = body.read(STITCH_CHUNK)
+                    received += len(chunk)
+            if deflate:
+                if member is not None and not member.eof:
+                    raise DataError(f"{label}: its deflate body ends early; the export is truncated")
+                member = None
     if member is not None:
         raise DataError(f"{label}: its gzip file ends before the gzip end marker; the export is truncated")
-    _check_utf8(utf8, b"", label, offset, final=True)
+    if transcode is None:
+        _check_utf8(check, b"", label, offset, final=True)
+    else:
+        _transcode(transcode, b"", label, charset_name, final=True)
+
+
+def _codec_name(charset: str | None, label: str) -> str:
+    """Python's codec for a declared charset ("utf-8" when none, or an alias of UTF-8 / US-ASCII)."""
+    if not charset:
+        return "utf-8"
+    try:
+        name = codecs.lookup(charset).name
+    except LookupError:
+        raise DataError(f"{label}: the server declared charset {charset!r}, which the tap does not know") from None
+    return "utf-8" if name in ("utf-8", "ascii") else name
+
+
+def _transcode(decoder: codecs.IncrementalDecoder, text: bytes, label: str, charset: str, final: bool = False) -> bytes:
+    try:
+        return decoder.decode(text, final).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{label}: not valid {charset} text, the charset its Content-Type declares ({exc.reason})"
+        ) from None
 
 
 def _starts_gzip(chunk: bytes) -> bool:
@@ -434,7 +598,7 @@ def _check_utf8(decoder: codecs.IncrementalDecoder, text: bytes, label: str, off
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{label}: byte {offset - pending + exc.start} is not valid UTF-8 ({exc.reason}); "
-            "the tap reads UTF-8 text only"
+            "the tap reads UTF-8 text, or the charset a Content-Type declares"
         ) from None
 
 
@@ -449,19 +613,37 @@ class _Stitcher:
     - JSON array: a file ending in `]` followed by one starting with `[` continues the array (`] [` → `,`).
     """
 
-    def __init__(self, parts: t.Iterator[tuple[bool, bytes]]) -> None:
+    def __init__(self, parts: t.Iterator[tuple[bool, bytes, str]]) -> None:
         self.parts = parts
         self.kind: str | None = None  # "csv" | "lines" | "array", from the first bytes
         self.header = b""  # CSV: the first file's first line, without BOM and line end
         self.tail = b""  # the end of the previous file, held back until the next file shows how they join
+        self.label = "the export"  # the file being read, for errors
+        self.lines = 0  # newlines handed on so far
+        self.file_starts: list[tuple[int, str]] = []  # (number of its first line in the export, label)
+
+    def fragment_of(self, line: int) -> tuple[int, str]:
+        """(first line number, label) of the file holding this line of the export."""
+        found = self.file_starts[0]
+        for start in self.file_starts:
+            if start[0] > line:
+                break
+            found = start
+        return found
 
     def chunks(self) -> t.Iterator[bytes]:
+        for chunk in self._joined():
+            self.lines += chunk.count(b"\n")
+            yield chunk
+
+    def _joined(self) -> t.Iterator[bytes]:
         head: bytearray | None = None  # the start of a new file, gathered up to its first newline
-        for new_file, data in self.parts:
+        for new_file, data, label in self.parts:
             if new_file:
                 if head is not None:  # the previous file ended within its head
                     yield from self._begin(bytes(head))
                 head = bytearray()
+            self.label = label
             if head is None:
                 yield from self._hold_back(data)
                 continue
@@ -480,6 +662,11 @@ class _Stitcher:
         # newline decides the boundary).
         cut = max(0, len(data) - ARRAY_TAIL) if self.kind == "array" else data.rfind(b"\n") + 1
         self.tail = data[cut:]
+        if len(self.tail) > MAX_LINE_BYTES:
+            raise DataError(
+                f"{self.label}: a line longer than {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES); the export is corrupt",
+                line=self.lines + 1,
+            )
         if cut:
             yield data[:cut]
 
@@ -491,11 +678,15 @@ class _Stitcher:
             self.kind = _kind(head)
             if self.kind == "csv":
                 self.header = _first_line(head)
+            self.file_starts.append((1, self.label))
             yield from self._hold_back(head)
             return
         tail, self.tail = self.tail, b""
+        # The file's first line: the next one, or the one after the tail when the tail is a whole line lacking
+        # its newline (a record cut in two is the first line of both files).
         if self.kind == "csv":
             if _first_line(head) == self.header:  # a standalone file: its header is the first file's
+                self.file_starts.append((self.lines + 1 + bool(tail), self.label))
                 head = head[head.find(b"\n") + 1 :] if b"\n" in head else b""
                 yield from self._hold_back(tail + b"\n" + head if tail else head)  # tail: a last row, no newline
                 return
@@ -505,6 +696,7 @@ class _Stitcher:
             before, after = tail.rstrip(), head.lstrip()
             if before.endswith(b"]") and after.startswith(b"["):
                 tail, head = before[:-1] + b",", after[1:]  # the parser skips stray commas
+        self.file_starts.append((self.lines + 1 + tail.endswith(b"\n"), self.label))
         yield from self._hold_back(tail + head)
 
 
@@ -521,7 +713,7 @@ def _is_json_object(line: bytes) -> bool:
     """A whole record. Not any JSON value: a number cut in two (`12` + `3`) parses too."""
     try:
         return isinstance(_LINE_DECODER.decode(line), dict)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return False
 
 
@@ -536,10 +728,13 @@ class _ChunkReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: t.Any) -> int:
-        # Fills the whole buffer when it can, so a parser's `peek` sees as much as it asks for.
+        # Hands on what one chunk holds, not waiting for more: records are parsed while the bytes arrive. The
+        # first chunk holds at least the first line (see `_Stitcher`), which is all a parser's `peek` needs.
         filled, size = 0, len(buffer)
         while filled < size:
             if not self._pending:
+                if filled:
+                    break
                 chunk = next(self._chunks, None)
                 if chunk is None:
                     break

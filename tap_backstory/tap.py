@@ -179,6 +179,17 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="How many fragments of a completed export are downloaded at once.",
     ),
     th.Property(
+        "fragment_mode",
+        th.StringType,
+        allowed_values=["auto", "fragments", "whole"],
+        default="auto",
+        title="Fragment downloads",
+        description="How a completed export's files are downloaded: `auto` asks for each fragment "
+        "(`?fragment=N`) and falls back to one plain download, with a warning, when the server refuses or "
+        "ignores the parameter; `fragments` only asks for fragments (a refusal or a repeated file is an error); "
+        "`whole` makes one plain download per export.",
+    ),
+    th.Property(
         "job_poll_interval_seconds",
         th.NumberType(exclusive_minimum=0, maximum=3600),  # not minimum=0.1: Decimal("0.1") < 0.1
         default=10,

@@ -20,7 +20,8 @@ Behaviour, with the vendor doc it follows (the vendor's API docs, kept outside t
   file with its header) or JSON (JSON Lines, or an array per file with ``contacts_json_style="array"``).
   The docs only say fragments "are stitched together to form a single file", so ``fragment_layout="byte_range"``
   serves them as byte slices of that one file instead; ``gzip_bodies`` and ``body_encoding`` serve bodies
-  gzip-compressed (no Content-Encoding) or in Latin-1.
+  gzip-compressed (no Content-Encoding) or in Latin-1 (``content_charset`` sets what Content-Type declares);
+  ``fragment_param`` makes the server ignore or refuse ``?fragment=``.
 * Errors: ``{"error": "<Name>Exception", "message": "..."}``; unsupported methods and unknown paths → 404
   ``{"error": "NotFoundException", "message": "HTTP 404 Not Found"}``.
 """
@@ -43,7 +44,7 @@ from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from . import data
 from .settings import DEMO_CREDENTIALS
@@ -78,6 +79,7 @@ class Job:
     bounds: list[tuple[int, int]] = field(default_factory=list)  # (skip, count) per fragment
     fragment_sizes: list[int | None] = field(default_factory=list)
     results_size: int | None = None
+    gone: bool = False  # fault `gone_jobs`: Completed, but its data answers 410
     exact: bool = True
     prepared: threading.Event = field(default_factory=threading.Event)
 
@@ -122,6 +124,7 @@ class Backstory:
             return self.issue_token(req)
         m = re.fullmatch(r"/pull/v1/export/(activities|contacts)/jobs(?:/([^/]+)(/data)?)?", path)
         if not m:
+            self.state.event("unrouted", method=req.method, path=req.path, query=req.query)
             return error(404, "HTTP 404 Not Found")
         stream, job_id, is_data = m.group(1), m.group(2), m.group(3)
         allowed = "POST" if job_id is None and req.method == "POST" else "GET"
@@ -211,12 +214,15 @@ class Backstory:
             n = self._next_job
             self._next_job += 1
             job_id: str | int = n if st.settings.integer_job_ids else str(n)
+            if st.settings.hostile_job_id:
+                job_id = f"{st.settings.hostile_job_id}{n}"
             job = Job(job_id, stream, params, today, st.now(), time.monotonic())
             if st.take("fail_jobs"):
                 job.fate = "Failed"
             elif st.take("cancel_jobs"):
                 job.fate = "Canceled"
-            self.jobs[str(n)] = job
+            job.gone = st.take("gone_jobs")
+            self.jobs[str(job_id)] = job
             st.stats.jobs_created[stream] += 1
             st.stats.job_windows.append({
                 "stream": stream, "export_type": params.get("export_type"),
@@ -234,7 +240,10 @@ class Backstory:
 
     def job_json(self, job: Job) -> dict[str, Any]:
         settings = self.state.settings
-        return job.as_json(settings.fragment_count_key, settings.fragment_count_is_last_index)
+        obj = job.as_json(settings.fragment_count_key, settings.fragment_count_is_last_index)
+        if settings.hostile_fragments and obj.get(settings.fragment_count_key) is not None:
+            obj[settings.fragment_count_key] = settings.hostile_fragments
+        return obj
 
     def list_jobs(self, stream: str) -> Response:
         with self.state.lock:
@@ -245,7 +254,7 @@ class Backstory:
     def find_job(self, stream: str, job_id: str) -> Job:
         with self.state.lock:
             self.tick()
-            job = self.jobs.get(job_id)
+            job = self.jobs.get(unquote(job_id))  # the id is one path segment, quoted
         if job is None or job.stream != stream:
             raise ApiError(404, f"Job {job_id} not found")
         return job
@@ -311,8 +320,9 @@ class Backstory:
                                                  p["export_type"], p["activity_type"], job.today):
                     yield ""
                 return
-            yield from data.iter_activity_lines(self.state.settings, p["start_date"], p["end_date"],
-                                                p["export_type"], p["activity_type"], job.today, skip, limit)
+            lines = data.iter_activity_lines(self.state.settings, p["start_date"], p["end_date"],
+                                             p["export_type"], p["activity_type"], job.today, skip, limit)
+            yield from _reshaped(self.state.settings, lines, skip, "uid")
             return
         fmt = p["output_format"]
         array = fmt == "JSON" and self.state.settings.contacts_json_style == "array"
@@ -324,12 +334,14 @@ class Backstory:
             if limit is not None and taken >= limit:
                 return
             taken += 1
-            if not render:
-                yield ""
-            elif fmt == "CSV":
-                yield data.contact_csv_row(rec)
-            else:
-                yield data.contact_json(rec) + ("" if array else "\n")
+            keyless = dict(rec, email=None) if _keyless_after(self.state.settings, n) else None
+            for one in (rec, keyless) if keyless else (rec,):
+                if not render:
+                    yield ""
+                elif fmt == "CSV":
+                    yield data.contact_csv_row(one)
+                else:
+                    yield data.contact_json(one) + ("" if array else "\n")
 
     def chunks(self, job: Job, fragment: int | None) -> Iterator[bytes]:
         """The body of one fragment (or of the stitched file) as byte chunks of about 64 KiB.
@@ -372,7 +384,8 @@ class Backstory:
             key.update(per_day=s.activities_per_day, extra=s.extra_activity_fields, ahead=s.future_activity_days)
         else:
             key.update(per_day=s.contacts_per_day, json_style=s.contacts_json_style)
-        key.update(layout=s.fragment_layout, gzip=s.gzip_bodies, encoding=s.body_encoding)
+        key.update(layout=s.fragment_layout, gzip=s.gzip_bodies, encoding=s.body_encoding, shapes=s.record_shapes,
+                   keyless=s.keyless_every)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
         folder = Path(s.cache_exports_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -432,8 +445,19 @@ class Backstory:
                 raise ApiError(400, f"Job {job.job_id} ended in state {job.state}: no data is available")
             raise ApiError(400, f"Job {job.job_id} is not completed yet (state: {job.state}); "
                                 "data can be retrieved only when the job is Completed")
+        if job.gone:
+            st.event("job_gone", job_id=job.job_id)
+            raise ApiError(410, f"Job {job.job_id} results have expired and were deleted")
         frag_raw = req.query.get("fragment")
         fragment = None
+        if frag_raw is not None and st.settings.fragment_param == "refuse":
+            st.event("fragment_refused", job_id=job.job_id, fragment=frag_raw)
+            raise ApiError(400, "Unknown query parameter: fragment")
+        if frag_raw is not None and st.settings.fragment_param == "ignore":
+            st.event("fragment_ignored", job_id=job.job_id, fragment=frag_raw)
+            frag_raw = None
+        if st.settings.hostile_data and job.stream == "activities":
+            return hostile_body(st, job)
         if frag_raw is not None:
             try:
                 fragment = int(frag_raw)
@@ -447,8 +471,9 @@ class Backstory:
             if fragment is not None:
                 st.stats.fragment_requests += 1
         length = (job.results_size if fragment is None else job.fragment_sizes[fragment]) if job.exact else None
-        ctype = ("text/csv; charset=utf-8" if job.params["output_format"] == "CSV"
-                 else "application/x-ndjson; charset=utf-8")
+        charset = st.settings.content_charset
+        ctype = ("text/csv" if job.params["output_format"] == "CSV" else "application/x-ndjson") + (
+            f"; charset={charset}" if charset else "")
         resp = Response(200, content_type=ctype, stream=self.chunks(job, fragment), content_length=length,
                         throttle=True)
         if st.take("drop_fragment"):
@@ -461,6 +486,64 @@ class Backstory:
         else:
             st.event("fragment_served", job_id=job.job_id, fragment=fragment, content_length=length)
         return resp
+
+
+def _keyless_after(settings: Any, index: int) -> bool:
+    return settings.keyless_every > 0 and index % settings.keyless_every == 0
+
+
+def _reshaped(settings: Any, lines: Iterator[str], skip: int, key: str) -> Iterator[str]:
+    """Activity lines under the ``record_shapes`` and ``keyless_every`` readings (unchanged by default)."""
+    if settings.record_shapes == "objects" and not settings.keyless_every:
+        yield from lines
+        return
+    for index, line in enumerate(lines, start=skip):
+        if settings.record_shapes == "strings":
+            record = json.loads(line)
+            if record.get("campaigns"):
+                record["campaigns"] = [item["name"] for item in record["campaigns"]]
+            files = record.get("attachment_file_names")
+            if isinstance(files, list) and len(files) == 1:
+                record["attachment_file_names"] = files[0]
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        yield line
+        if _keyless_after(settings, index):
+            record = json.loads(line)
+            del record[key]
+            yield json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+HOSTILE_KINDS = ("gzip_bomb", "gzip_bomb_encoded", "endless_line", "deep_nesting", "huge_int", "huge_exponent")
+
+
+def hostile_body(state: SandboxState, job: Job) -> Response:
+    """The ``hostile_data`` fault: an activities data body no honest server sends."""
+    kind, size = state.settings.hostile_data, state.settings.hostile_bytes
+    if kind not in HOSTILE_KINDS:
+        raise ApiError(400, f"unknown hostile_data {kind!r}")
+    state.event("hostile_data", job_id=job.job_id, data=kind)
+    ctype = "application/x-ndjson; charset=utf-8"
+    if kind == "deep_nesting":
+        return Response(200, b'{"uid":"x","a":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", content_type=ctype)
+    if kind == "huge_int":
+        return Response(200, b'{"uid":"x","a":' + b"9" * 5000 + b"}\n", content_type=ctype)
+    if kind == "huge_exponent":
+        return Response(200, b'{"uid":"x","a":1e999999}\n', content_type=ctype)
+
+    def endless() -> Iterator[bytes]:
+        piece = b'{"uid":"x","a":"' + b"x" * (CHUNK - 16)
+        for _ in range(max(1, size // len(piece))):
+            yield piece
+
+    if kind == "endless_line":
+        return Response(200, content_type=ctype, stream=endless())
+
+    def blank_lines() -> Iterator[bytes]:  # compresses ~1000x; a reader that skips blank lines reads on
+        for _ in range(max(1, size // CHUNK)):
+            yield b"\n" * CHUNK
+
+    headers = {"Content-Encoding": "gzip"} if kind == "gzip_bomb_encoded" else {}
+    return Response(200, content_type=ctype, stream=_gzip(blank_lines()), headers=headers)
 
 
 def _byte_slice(chunks: Iterator[bytes], start: int, end: int) -> Iterator[bytes]:

@@ -27,6 +27,11 @@ Faults are plain settings (see ``settings.SandboxSettings``), changeable at run 
 ``export_gone``            the Nth ``/intent/feeds/exports/page`` request from now finds its export gone
                            (410, then 404); with ``search_gone_with_export`` its saved search goes too
 ``hostile_error_text``     every error body echoes the request's credentials and holds ESC/BEL bytes
+``gone_jobs``              the next N created Backstory jobs end Completed but their data answers 410
+``hostile_data``           activities data bodies replaced by hostile content (gzip bombs by magic bytes or
+                           Content-Encoding, an endless line, deep nesting, huge numbers)
+``hostile_fragments``      Completed jobs announce this many fragments (e.g. 1000000000)
+``hostile_job_id``         new jobs get ids starting with this text (e.g. ``../../auth/v1/tokens?job=``)
 =========================  ============================================================================
 
 The three bad-data faults are *position* faults: they hit one response, then reset to 0. A corrupted body

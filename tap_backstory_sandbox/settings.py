@@ -82,6 +82,19 @@ class SandboxSettings:
     gzip file, or with ``fragment_layout='byte_range'`` one gzip file cut into byte slices."""
     body_encoding: str = "utf-8"
     """Character encoding of data bodies: 'utf-8' or 'latin-1' (names such as 'Müller' are then not UTF-8)."""
+    fragment_param: str = "honour"
+    """How `GET .../data?fragment=N` is answered: 'honour' (that fragment), 'ignore' (the whole file for every
+    fragment, as a server that never heard of the parameter would) or 'refuse' (400 to any `fragment`)."""
+    content_charset: str = "utf-8"
+    """The charset that data bodies' Content-Type declares ('' = none), whatever ``body_encoding`` really is
+    (e.g. ``body_encoding='latin-1'`` with ``content_charset='ISO-8859-1'``)."""
+    record_shapes: str = "objects"
+    """Shapes of two activity fields: 'objects' = `campaigns` items are objects and `attachment_file_names` an
+    array (the docs' reading); 'strings' = as one public client reads them: campaigns as their names (strings)
+    and a single attachment as one string (several stay an array)."""
+    keyless_every: int = 0
+    """With N > 0, after every Nth record (by its place in the export) a copy without its primary key (`uid`,
+    `email`) is served too (public code skips such lines)."""
     extra_activity_fields: bool = False
     """Adds an undeclared top-level key ('sentiment') to every activity."""
     extra_row_fields: bool = False
@@ -170,6 +183,21 @@ class SandboxSettings:
     """The next N export page requests get 502."""
     enrich_errors: int = 0
     """The next N enrichment batch requests get 502."""
+    gone_jobs: int = 0
+    """The next N created jobs lose their files: their status says Completed, their data answers 410 (retention
+    over, as Backstory may decide before the tap's own 10-day clock)."""
+    hostile_data: str = ""
+    """Activities data bodies replaced by hostile content: 'gzip_bomb' (gzip by magic bytes, expanding ~1000x
+    into one endless line), 'gzip_bomb_encoded' (the same sent with Content-Encoding: gzip), 'endless_line'
+    (``hostile_bytes`` bytes with no newline), 'deep_nesting' (100k nested arrays), 'huge_int' (a 5000-digit
+    integer), 'huge_exponent' (``1e999999``); '' = off."""
+    hostile_bytes: int = 500_000_000
+    """Size of the 'endless_line' body (and the decoded size of the gzip bombs)."""
+    hostile_fragments: int = 0
+    """With N > 0, Completed jobs announce N fragments whatever they hold (e.g. 1000000000)."""
+    hostile_job_id: str = ""
+    """With a value, every new job gets this id (e.g. '../../auth/v1/tokens?job=1'); requests naming it are
+    answered 404, and every request outside the API's paths is recorded as an ``unrouted`` event."""
     corrupt_jsonl: int = 0
     """Position fault: the Nth activities data response from now (1-based, 0 is off) has its second JSON line
     cut in half, as a truncated export would."""

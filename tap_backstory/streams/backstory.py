@@ -11,8 +11,10 @@ import datetime as dt
 import functools
 import typing as t
 
+from tap_backstory.client import TapBackstoryError
 from tap_backstory.coverage import ActivitySelector, ContactSelector, Coverage, Selector, plan_backfill
 from tap_backstory.formats import DataError, read_csv_records, read_json_records
+from tap_backstory.fragments import JobGone
 from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
 from tap_backstory.windows import ExportState, Selection, Window, parse_day, plural
@@ -35,9 +37,14 @@ class BackstoryExportStream(TapStream):
         raise NotImplementedError
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
-        """Shaped records of one downloaded file."""
+        """Shaped records of one downloaded file, those without a primary key skipped (`KeylessRecords`)."""
+        key, shape, keyless = self.primary_keys[0], self.shaper.shape, KeylessRecords(self, source)
         for record in read_json_records(body, source):
-            yield self.shaper.shape(record)
+            if record.get(key) is None:
+                keyless.skip()
+                continue
+            yield shape(record)
+        keyless.report()
 
     def generate_child_contexts(self, record: dict, context: dict | None) -> t.Iterable[dict | None]:
         """No stream is a child of an export stream: hand nothing down (the SDK's default builds, copies and
@@ -51,6 +58,12 @@ class BackstoryExportStream(TapStream):
         raise NotImplementedError
 
     def get_records(self, context: dict | None) -> t.Iterable[dict]:
+        try:
+            yield from self._records()
+        except TapBackstoryError as exc:  # every error line names the stream
+            raise TapBackstoryError(f"{self.name}: {exc}") from None
+
+    def _records(self) -> t.Iterator[dict]:
         config, today = self.config, self.tap.clock.today()
         end = parse_day(config["end_date"], "end_date") if config.get("end_date") else today
         start_date = parse_day(config["start_date"], "start_date")
@@ -110,9 +123,10 @@ class BackstoryExportStream(TapStream):
         for item, (spec, job_id, records) in zip(planned, self._engine(state).run(specs), strict=True):
             try:
                 yield from records
-            except DataError:
-                # The job's file itself is unreadable (its download was complete): a resumed run must ask for a
-                # new export rather than reuse this job and fail on the same file until its retention ends.
+            except (DataError, JobGone):
+                # The job's file itself is unreadable (its download was complete), or gone after some of its
+                # records were read: a resumed run must ask for a new export rather than reuse this job and fail
+                # on the same file until its retention ends.
                 state.forget_job(spec.window, item.export_type, item.selection)
                 self.checkpoint()
                 self.logger.warning("Window %s: job %s is dropped from state; the next run creates a new one",
@@ -153,6 +167,7 @@ class BackstoryExportStream(TapStream):
             job_timeout=float(config["job_timeout_seconds"]),
             clock=self.tap.clock,
             log=self.logger,
+            fragment_mode=str(config.get("fragment_mode") or "auto"),
             on_requesting=on_requesting,
             on_created=on_created,
         )
@@ -187,6 +202,35 @@ class _Planned:
     main: bool = False
 
 
+class KeylessRecords:
+    """Records without their primary key are skipped, never emitted with a null key (they could not be merged
+    or deduplicated): one WARNING at the first, one with the count at the end of the file
+    (docs/decisions.md, "Records without a primary key")."""
+
+    def __init__(self, stream: BackstoryExportStream, source: str) -> None:
+        self.stream, self.source, self.count = stream, source, 0
+
+    def skip(self) -> None:
+        if not self.count:
+            self.stream.logger.warning(
+                "%s: %s holds a record without `%s`; skipping such records",
+                self.stream.name,
+                self.source,
+                self.stream.primary_keys[0],
+            )
+        self.count += 1
+
+    def report(self) -> None:
+        if self.count:
+            self.stream.logger.warning(
+                "%s: %s: %d record(s) without `%s` skipped",
+                self.stream.name,
+                self.source,
+                self.count,
+                self.stream.primary_keys[0],
+            )
+
+
 class ActivitiesStream(BackstoryExportStream):
     """Raw activity data (emails, meetings, calls): `POST /pull/v1/export/activities/jobs`, JSON Lines."""
 
@@ -198,6 +242,22 @@ class ActivitiesStream(BackstoryExportStream):
     @property
     def api(self) -> ApiClient:
         return self.tap.activity_api
+
+    def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
+        """As the base class, with `campaigns` and `attachment_file_names` in the schema's shape whatever shape the
+        API sent them in (docs/decisions.md, "Activity field shapes")."""
+        shape, keyless = self.shaper.shape, KeylessRecords(self, source)
+        for record in read_json_records(body, source):
+            if record.get("uid") is None:
+                keyless.skip()
+                continue
+            if type(record.get("attachment_file_names")) is str:
+                record["attachment_file_names"] = [record["attachment_file_names"]]
+            campaigns = record.get("campaigns")
+            if campaigns and type(campaigns) is list and any(type(item) is str for item in campaigns):
+                record["campaigns"] = [{"name": item} if type(item) is str else item for item in campaigns]
+            yield shape(record)
+        keyless.report()
 
     def request_body(self, window: Window, export_type: str, selection: Selection) -> dict:
         return {
@@ -246,7 +306,12 @@ class EnrichedContactsStream(BackstoryExportStream):
         if self.config["contacts_output_format"] == "CSV":
             records = (self.shaper.coerce(row, source, line) for line, row in read_csv_records(body, source))
         else:
-            records = super().parse(body, source)
+            records = (self.shaper.shape(record) for record in read_json_records(body, source))
         # JSON omits empty keys and CSV has empty cells: drop nulls so both give the very same record.
+        keyless = KeylessRecords(self, source)
         for record in records:
+            if record.get("email") is None:
+                keyless.skip()
+                continue
             yield {key: value for key, value in record.items() if value is not None}
+        keyless.report()
