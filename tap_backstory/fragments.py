@@ -173,7 +173,8 @@ class _Spool:
         return self.headers
 
     def read_at(self, offset: int, size: int) -> bytes:
-        assert self.file is not None
+        if self.file is None:  # nothing arrived yet, or an empty body (an export with no records)
+            return b""
         return os.pread(self.file.fileno(), size, offset)
 
     def close(self) -> None:
