@@ -175,6 +175,8 @@ def read_csv_records(stream: t.BinaryIO, source: str) -> t.Iterator[tuple[int, d
 class RecordShaper:
     """Makes a raw API record match its stream schema.
 
+    - Every top-level property the schema declares is in every record, null where the API sent nothing
+      (classic targets take their columns from a stream's first record); nested objects stay as sent.
     - Top-level keys the schema does not declare move into `_extra` (logged once per stream), so new API
       fields are never dropped silently.
     - Date-time strings without an offset (Backstory sends `2022-07-11T00:00:00`, in UTC) get a `Z`.
@@ -186,6 +188,8 @@ class RecordShaper:
         self.stream_name = stream_name
         self.properties: dict = schema.get("properties", {})
         self.declared = frozenset(self.properties)
+        self.template = dict.fromkeys(self.properties)
+        """Every declared property, null, in schema order: a record is merged into it in one C-level pass."""
         self.datetime_fields = tuple(
             name for name, spec in self.properties.items() if spec.get("format") == "date-time"
         )
@@ -193,13 +197,15 @@ class RecordShaper:
         self._converters = {name: _converter_for(spec) for name, spec in self.properties.items()}
 
     def shape(self, record: dict) -> dict:
-        if not self.declared.issuperset(record):  # the usual case builds no set
-            self._move_extra(record)
+        """A new dict: the declared properties (schema order, null when absent), then `_extra` if needed."""
+        shaped = {**self.template, **record}
+        if len(shaped) != len(self.template):  # only an undeclared key makes it longer
+            self._move_extra(shaped)
         for name in self.datetime_fields:
-            value = record.get(name)
+            value = shaped[name]
             if isinstance(value, str) and len(value) == 19 and value[10] == "T":
-                record[name] = value + "Z"
-        return record
+                shaped[name] = value + "Z"
+        return shaped
 
     def _move_extra(self, record: dict) -> None:
         undeclared = record.keys() - self.declared

@@ -188,10 +188,10 @@ class EnrichedContactsStream(BackstoryExportStream):
         return body
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
+        # JSON omits empty keys and CSV has empty cells: both come out null (every declared property is in
+        # every record), so both formats give the very same record.
         if self.config["contacts_output_format"] == "CSV":
-            records = (self.shaper.coerce(row, source, line) for line, row in read_csv_records(body, source))
+            for line, row in read_csv_records(body, source):
+                yield self.shaper.coerce(row, source, line)
         else:
-            records = super().parse(body, source)
-        # JSON omits empty keys and CSV has empty cells: drop nulls so both give the very same record.
-        for record in records:
-            yield {key: value for key, value in record.items() if value is not None}
+            yield from super().parse(body, source)
