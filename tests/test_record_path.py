@@ -29,7 +29,7 @@ def test_deselected_properties_are_dropped_and_the_rest_is_unchanged():
     assert full.returncode == 0 and part.returncode == 0, full.error_line + part.error_line
     full_records, part_records = full.records("activities"), part.records("activities")
     assert full_records and len(full_records) == len(part_records)
-    assert any("summary" in r for r in full_records)
+    assert any(r["summary"] is not None for r in full_records)
     assert any("total_participants" in (r.get("stats") or {}) for r in full_records)
     for whole, cut in zip(full_records, part_records, strict=True):
         expected = {k: v for k, v in whole.items() if k != "summary"}

@@ -76,9 +76,13 @@ class BackstoryExportStream(TapStream):
             self._job_spec(window, export_type, state, fallbacks.get(window), number, len(windows))
             for number, window in enumerate(windows, start=1)
         ]
+        direct = self.direct_record_writer(context)  # None: the records go through the SDK's loop
         for spec, job_id, records in self._engine(state).run(specs):
             try:
-                yield from records
+                if direct is None:
+                    yield from records
+                else:
+                    direct.write(records)
             except DataError:
                 # The job's file itself is unreadable (its download was complete): a resumed run must ask for a
                 # new export rather than reuse this job and fail on the same file until its retention ends.

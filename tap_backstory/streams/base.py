@@ -14,13 +14,17 @@ import msgspec
 import singer_sdk.singerlib as singer
 from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from tap_backstory import schemas
 from tap_backstory.formats import RecordShaper
 from tap_backstory.sdk import pop_deselected_record_properties, utc_now
+from tap_backstory.writer import BufferedMsgSpecWriter, DirectRecordWriter
 
 if t.TYPE_CHECKING:
+    from singer_sdk.metrics import Counter
+
     from tap_backstory.sdk import BaseBatchFileEncoding, BatchConfig
     from tap_backstory.tap import TapBackstory
 
@@ -87,6 +91,45 @@ class TapStream(Stream):
                     version=self._stream_version,
                     time_extracted=utc_now(),
                 )
+
+    def get_record_counter(self, **kwargs: t.Any) -> Counter:
+        """The SDK's record counter for this sync, kept so that `direct_record_writer` counts into it."""
+        self._record_counter = counter = super().get_record_counter(**kwargs)
+        return counter
+
+    def direct_record_writer(self, context: dict | None) -> DirectRecordWriter | None:
+        """A writer of this stream's RECORD messages straight from `get_records`, or None where the SDK's
+        record path has work to do (then `get_records` yields its records to it as usual).
+
+        For a selected stream without partitions or child streams, the SDK's per-record loop
+        (`Stream._sync_records`, 0.54.9) only writes the RECORD message (through stream maps and property
+        deselection), counts the record, advances no bookmark (FULL_TABLE) and repeats an unchanged STATE every
+        `STATE_MSG_FREQUENCY` records. With the identity map, no flattening, nothing deselected, no dry-run
+        record limit and no `post_process`, the direct writer does the same work (minus the repeated STATE)
+        at a fraction of the cost; issue 20, docs/performance.md. The SDK loop still runs around `get_records`
+        (starting and final STATE, finalisation, sync timer); it simply receives no record.
+        """
+        stream_map = self.stream_maps[0] if len(self.stream_maps) == 1 else None
+        if (
+            context is not None
+            or not self.selected
+            or self.child_streams
+            or self.partitions
+            or self._deselects_any
+            or self.ABORT_AT_RECORD_COUNT is not None
+            or type(self).post_process is not Stream.post_process
+            or type(stream_map) is not SameRecordTransform
+            or stream_map.flattening_enabled
+            or stream_map.stream_alias != self.name
+            or self.get_batch_config(self.config)  # BATCH: the records go to get_batches, not to stdout
+            or not isinstance(self._tap.message_writer, BufferedMsgSpecWriter)
+        ):
+            return None
+
+        def written() -> None:  # as the SDK's `_write_record_message`: a STATE is due at the end
+            self.state_manager.is_flushed = False
+
+        return DirectRecordWriter(self.name, self._stream_version, self._record_counter, written)
 
     def get_batches(
         self, batch_config: BatchConfig, context: dict | None = None
