@@ -25,6 +25,8 @@ LOGGER = logging.getLogger("tap-backstory")
 EXTRA_KEY = "_extra"
 _LINE_DECODER = msgspec.json.Decoder()
 """JSON Lines are decoded with msgspec (about 2x `json.loads` on activity lines; same dicts, ints, floats)."""
+_RECORD_DECODER = msgspec.json.Decoder(dict)
+"""The same, refusing anything but a JSON object (so the line loop checks no type)."""
 
 
 class DataError(TapBackstoryError):
@@ -53,23 +55,31 @@ def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
     if first in (b"[", b"{") and _looks_like_single_document(stream, first):
         yield from _read_json_document(stream, source)
         return
-    decode = _LINE_DECODER.decode
+    decode = _RECORD_DECODER.decode
     for number, line in enumerate(stream, start=1):
         try:
-            record = decode(line)
+            record = decode(line)  # a JSON object, or DecodeError: no type check left for the usual line
         except msgspec.DecodeError:
-            # Rare: a blank line, or what msgspec refuses and `json` reads (NaN, 1e400), or bad data.
-            if not line.strip():
+            record = _read_odd_line(line, number, source)
+            if record is None:
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise DataError(
-                    f"{source}: line {number} is not valid JSON ({exc.msg}); the export is truncated or corrupt"
-                ) from None
-        if not isinstance(record, dict):
-            raise DataError(f"{source}: line {number} is not a JSON object")
         yield record
+
+
+def _read_odd_line(line: bytes, number: int, source: str) -> dict | None:
+    """A line msgspec refused: a blank line (None), what `json` reads and msgspec does not (NaN, 1e400), a line
+    that is not an object, or bad data."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise DataError(
+            f"{source}: line {number} is not valid JSON ({exc.msg}); the export is truncated or corrupt"
+        ) from None
+    if not isinstance(record, dict):
+        raise DataError(f"{source}: line {number} is not a JSON object")
+    return record
 
 
 def _peek_first_byte(stream: t.BinaryIO) -> bytes:
