@@ -66,7 +66,7 @@ class BatchFileWriter:
             if self._error is None:  # after an error, only drain the queue so the producer never blocks
                 try:
                     self._gzip.write(chunk)
-                except BaseException as exc:  # noqa: BLE001 - handed to the producer's thread
+                except BaseException as exc:  # handed to the producer's thread
                     self._error = exc
 
     def _raise_error(self) -> None:

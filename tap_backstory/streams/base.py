@@ -18,7 +18,7 @@ from tap_backstory import schemas
 from tap_backstory.batchfile import BatchFileWriter
 from tap_backstory.formats import RecordShaper
 from tap_backstory.sdk import pop_deselected_record_properties, utc_now
-from tap_backstory.writer import BufferedMsgSpecWriter, DirectRecordWriter
+from tap_backstory.writer import COUNT_EVERY, BufferedMsgSpecWriter, DirectRecordWriter
 
 if t.TYPE_CHECKING:
     from singer_sdk.metrics import Counter
@@ -90,20 +90,16 @@ class TapStream(Stream):
         self._record_counter = counter = super().get_record_counter(**kwargs)
         return counter
 
-    def direct_record_writer(self, context: dict | None) -> DirectRecordWriter | None:
-        """A writer of this stream's RECORD messages straight from `get_records`, or None where the SDK's
-        record path has work to do (then `get_records` yields its records to it as usual).
+    def _sdk_record_steps_idle(self, context: dict | None) -> bool:
+        """Whether the SDK's per-record steps (`Stream._sync_records`, 0.54.9) do nothing for this sync but
+        write, count and yield each record.
 
-        For a selected stream without partitions or child streams, the SDK's per-record loop
-        (`Stream._sync_records`, 0.54.9) only writes the RECORD message (through stream maps and property
-        deselection), counts the record, advances no bookmark (FULL_TABLE) and repeats an unchanged STATE every
-        `STATE_MSG_FREQUENCY` records. With the identity map, no flattening, nothing deselected, no dry-run
-        record limit and no `post_process`, the direct writer does the same work (minus the repeated STATE)
-        at a fraction of the cost; issue 20, docs/performance.md. The SDK loop still runs around `get_records`
-        (starting and final STATE, finalisation, sync timer); it simply receives no record.
+        They are: property deselection and stream maps (the RECORD message), flattening, the dry-run record
+        limit, `post_process`, partition keys and child contexts (`_process_record`), the bookmark (none:
+        FULL_TABLE), the counter, and an unchanged STATE repeated every `STATE_MSG_FREQUENCY` records.
         """
         stream_map = self.stream_maps[0] if len(self.stream_maps) == 1 else None
-        if (
+        return not (
             context is not None
             or not self.selected
             or self.child_streams
@@ -114,7 +110,20 @@ class TapStream(Stream):
             or type(stream_map) is not SameRecordTransform
             or stream_map.flattening_enabled
             or stream_map.stream_alias != self.name
-            or self.get_batch_config(self.config)  # BATCH: the records go to get_batches, not to stdout
+        )
+
+    def direct_record_writer(self, context: dict | None) -> DirectRecordWriter | None:
+        """A writer of this stream's RECORD messages straight from `get_records`, or None where the SDK's
+        record path has work to do (then `get_records` yields its records to it as usual).
+
+        When the SDK's per-record steps are idle (`_sdk_record_steps_idle`), the direct writer does their work
+        (minus the repeated STATE) at a fraction of the cost (issue 20, docs/performance.md). The SDK loop
+        still runs around `get_records` (starting and final STATE, finalisation, sync timer); it simply
+        receives no record. Not in BATCH mode: there the records go to `get_batches`.
+        """
+        if (
+            not self._sdk_record_steps_idle(context)
+            or self.get_batch_config(self.config)
             or not isinstance(self._tap.message_writer, BufferedMsgSpecWriter)
         ):
             return None
@@ -123,6 +132,30 @@ class TapStream(Stream):
             self.state_manager.is_flushed = False
 
         return DirectRecordWriter(self.name, self._stream_version, self._record_counter, written)
+
+    def _records_for_batches(self, context: dict | None) -> t.Iterator[dict]:
+        """The records `get_batches` writes: what the SDK's `_sync_records(write_messages=False)` yields
+        (counted, state advanced, child streams synced). When its per-record steps are idle, the same loop
+        without them: the sync's bookkeeping as the SDK does it for a stream without partitions (starting
+        value, finalised state, counter and timer), and each record passed straight through."""
+        if not self._sdk_record_steps_idle(context):
+            yield from self._sync_records(context, write_messages=False)
+            return
+        counter, timer = self.get_record_counter(), self.get_sync_timer()
+        with counter, timer:
+            counter.with_context({})
+            timer.with_context({})
+            self._write_starting_replication_value(None)
+            count = 0
+            try:
+                for count, record in enumerate(self.get_records(None), start=1):
+                    yield record
+                    if count % COUNT_EVERY == 0:
+                        counter.increment(COUNT_EVERY)
+            finally:
+                counter.increment(count % COUNT_EVERY)
+            self._finalize_state(self.get_context_state(None))
+        self._finalize_state(self.stream_state)
 
     def get_batches(
         self, batch_config: BatchConfig, context: dict | None = None
@@ -143,8 +176,7 @@ class TapStream(Stream):
         storage = batch_config.storage
         sync_id = f"{self.tap_name}--{self.name}-{uuid.uuid4()}"
         compress = batch_config.encoding.compression == "gzip"
-        # The SDK's own record loop (what its default get_batches runs): state, counters, child streams.
-        records = iter(self._sync_records(context, write_messages=False))
+        records = self._records_for_batches(context)
         record = next(records, None)
         for number in itertools.count(1):
             if record is None:
