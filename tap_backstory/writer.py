@@ -24,9 +24,22 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
     never wait longer than the next checkpoint (each window ends with one). Same bytes, same order.
     Measured (docs/performance.md): 300k activities 13.2 s -> 11.1 s to /dev/null, 17.6 s -> 15.3 s through
     a pipe. No effect when PYTHONUNBUFFERED is set: stdout then has no buffer.
+
+    `pending` holds RECORD lines a `DirectRecordWriter` encoded and has not handed to stdout yet; any message
+    written here goes after them.
     """
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending = bytearray()
+
+    def write_pending(self) -> None:
+        if self.pending:
+            sys.stdout.buffer.write(self.pending)
+            self.pending.clear()
+
     def write_message(self, message: Message) -> None:
+        self.write_pending()
         sys.stdout.buffer.write(self.format_message(message))
         if message.type != SingerMessageType.RECORD:
             sys.stdout.flush()
@@ -38,19 +51,32 @@ ENCODER = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
 COUNT_EVERY = 1000
 """Records between two increments of the SDK's record counter: it reads the clock at every increment."""
 
+PENDING_BYTES = 1 << 20
+"""RECORD lines gathered before they go to stdout in one write. Each write to the OS lets the download
+threads take the GIL, and the main thread then waits to get it back: stdout's own 8 KB buffer did that every
+five activities."""
+
 
 class DirectRecordWriter:
     """Writes one stream's RECORD messages to stdout straight from the record dicts.
 
     The bytes are those `BufferedMsgSpecWriter` writes for `RecordMessage(stream, record, version,
-    time_extracted=now)` (same keys in the same order, same encoder, `time_extracted` taken per record), into
-    the same stdout buffer, so the order with every other message is kept. What it leaves out is the SDK's
-    per-record chain (about 10 Python calls, a message object and a dict per record), which did nothing for
-    such a stream: `TapStream.direct_record_writer` hands one out only when no stream map, flattening,
-    deselected property, record limit, `post_process`, partition or child stream is in play.
+    time_extracted=now)` (same keys in the same order, same encoder, `time_extracted` taken per record),
+    gathered in that writer's `pending` buffer, so the order with every other message is kept. What it leaves
+    out is the SDK's per-record chain (about 10 Python calls, a message object and a dict per record), which
+    did nothing for such a stream: `TapStream.direct_record_writer` hands one out only when no stream map,
+    flattening, deselected property, record limit, `post_process`, partition or child stream is in play.
     """
 
-    def __init__(self, stream: str, version: int | None, counter: Counter, on_written: t.Callable[[], None]) -> None:
+    def __init__(
+        self,
+        writer: BufferedMsgSpecWriter,
+        stream: str,
+        version: int | None,
+        counter: Counter,
+        on_written: t.Callable[[], None],
+    ) -> None:
+        self._writer = writer
         self._message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": None}
         if version is not None:
             self._message["version"] = version
@@ -59,23 +85,25 @@ class DirectRecordWriter:
         self._on_written = on_written
 
     def write(self, records: t.Iterable[dict]) -> int:
-        """Write every record of `records` (in order); how many were written, also when `records` raises."""
-        message, encode_into, out = self._message, ENCODER.encode_into, sys.stdout.buffer.write
+        """Write every record of `records` (in order); how many were written, also when `records` raises.
+        They are in stdout's buffer when this returns (flushed by the next STATE, or at exit)."""
+        message, encode_into, pending = self._message, ENCODER.encode_into, self._writer.pending
         now, utc = dt.datetime.now, dt.timezone.utc
-        line = bytearray()
         written = 0
         try:
             for record in records:
                 message["record"] = record
                 message["time_extracted"] = now(utc)
-                encode_into(message, line)
-                line += b"\n"
-                out(line)
+                encode_into(message, pending, len(pending))
+                pending += b"\n"
                 written += 1
                 if written % COUNT_EVERY == 0:
                     self._counter.increment(COUNT_EVERY)
+                    if len(pending) >= PENDING_BYTES:
+                        self._writer.write_pending()
         finally:
             message["record"] = None
+            self._writer.write_pending()
             if written:
                 self._counter.increment(written % COUNT_EVERY)
                 self._on_written()

@@ -124,14 +124,16 @@ class TapStream(Stream):
         if (
             not self._sdk_record_steps_idle(context)
             or self.get_batch_config(self.config)
-            or not isinstance(self._tap.message_writer, BufferedMsgSpecWriter)
         ):
+            return None
+        if not isinstance(self._tap.message_writer, BufferedMsgSpecWriter):
             return None
 
         def written() -> None:  # as the SDK's `_write_record_message`: a STATE is due at the end
             self.state_manager.is_flushed = False
 
-        return DirectRecordWriter(self.name, self._stream_version, self._record_counter, written)
+        writer = self._tap.message_writer
+        return DirectRecordWriter(writer, self.name, self._stream_version, self._record_counter, written)
 
     def _records_for_batches(self, context: dict | None) -> t.Iterator[dict]:
         """The records `get_batches` writes: what the SDK's `_sync_records(write_messages=False)` yields
