@@ -166,8 +166,8 @@ class TapStream(Stream):
 
         The SDK's default holds each chunk of `batch_size` records in memory (~200 MB of dicts at 10,000
         activities), encodes with simplejson and compresses at level 9. Here `BatchFileWriter` encodes each
-        record with msgspec into 1 MB chunks, gzip-compressed at level 1 on a thread of its own, so memory
-        stays flat and compression runs beside the record path. Files, names and messages are as in the SDK:
+        record with msgspec into 1 MB chunks, gzip-compressed by ISA-L (level 2) on a thread of its own, so
+        memory stays flat and compression runs beside the record path. Files, names and messages are as in the SDK:
         `{prefix}{tap}--{stream}-{uuid}-{n}.json.gz`, one BATCH message (then STATE) per file. The next
         record is read before a file is announced, so when the last file goes out the stream's state is final.
         Other encodings (parquet) keep the SDK's batcher.
