@@ -34,9 +34,15 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         self.pending = bytearray()
 
     def write_pending(self) -> None:
-        if self.pending:
-            sys.stdout.buffer.write(self.pending)
-            self.pending.clear()
+        pending = self.pending
+        if not pending:
+            return
+        # Under PYTHONUNBUFFERED, stdout's binary layer is the raw file, which may write only part of 1 MB
+        # (a signal in the middle of a write to a pipe): write the rest, never drop it.
+        written = sys.stdout.buffer.write(pending)
+        while written < len(pending):
+            written += sys.stdout.buffer.write(pending[written:])
+        pending.clear()
 
     def write_message(self, message: Message) -> None:
         self.write_pending()
