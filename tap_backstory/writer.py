@@ -37,7 +37,7 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         pending = self.pending
         if not pending:
             return
-        # Under PYTHONUNBUFFERED, stdout's binary layer is the raw file, which may write only part of 1 MB
+        # Under PYTHONUNBUFFERED, stdout's binary layer is the raw file, which may write only part of a large write
         # (a signal in the middle of a write to a pipe): write the rest, never drop it.
         written = sys.stdout.buffer.write(pending)
         while written < len(pending):
@@ -57,10 +57,10 @@ ENCODER = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
 COUNT_EVERY = 1000
 """Records between two increments of the SDK's record counter: it reads the clock at every increment."""
 
-PENDING_BYTES = 1 << 20
-"""RECORD lines gathered before they go to stdout in one write. Each write to the OS lets the download
-threads take the GIL, and the main thread then waits to get it back: stdout's own 8 KB buffer did that every
-five activities."""
+PENDING_BYTES = 1 << 18
+"""RECORD lines gathered (256 KB, about 150 activities) before they go to stdout in one write. Each write to
+the OS lets the download threads take the GIL, and the main thread then waits to get it back: stdout's own
+8 KB buffer did that every five activities."""
 
 
 class DirectRecordWriter:
@@ -103,10 +103,10 @@ class DirectRecordWriter:
                 encode_into(message, pending, len(pending))
                 pending += b"\n"
                 written += 1
+                if len(pending) >= PENDING_BYTES:
+                    self._writer.write_pending()
                 if written % COUNT_EVERY == 0:
                     self._counter.increment(COUNT_EVERY)
-                    if len(pending) >= PENDING_BYTES:
-                        self._writer.write_pending()
         finally:
             message["record"] = None
             self._writer.write_pending()
