@@ -6,18 +6,24 @@ One run starts the sandbox in its own process (exports served from a pre-rendere
 no rendering while anything is timed), pre-warms every export it will serve, and then measures, each process
 run alone and timed from spawn to exit, peak RSS read from `wait4` (`ru_maxrss` of that very process):
 
-  a) the tap extracting N activities (one snapshot job, `--fragments` fragments) to /dev/null, and (a')
+  a) the tap extracting N activities (one snapshot job, `--fragments` fragments), stdout to a file, and (a')
      through a pipe to `cat`, as a target reads it;
-  b) the bare extractor (`benchmarks/bare.py`) on the same export: the floor any connector pays; (b') the
-     same loop with msgspec instead of `json`;
-  e) the tap in BATCH mode (gzip JSONL files + BATCH messages) on the same export;
+  b) the bare extractor (`benchmarks/bare.py`) on the same export, stdout to a file: the floor any connector
+     pays; (b') the same loop with msgspec instead of `json`: the floor with the fastest codec (issue 20);
+  e) the tap in BATCH mode (gzip JSONL files + BATCH messages) on the same export, against (a);
   m) the tap's peak RSS at N = 100k (and `--n-large`), to show it does not grow with N;
+  f) time to the first RECORD after the job is Completed, and the longest silence in the log, on a throttled
+     link (`--first-n` activities, 4 fragments, `--first-bandwidth` bytes/s per connection);
+  s) the cost of every declared property in every record (issue 21 §2), in process: shaping and encoding
+     the export's records with the null template against the previous shaper (omitted keys left out);
   c) 1 vs 4 fragments under a per-connection bandwidth cap;
   d) a one-year backfill in 14-day windows, pipelined (`max_concurrent_jobs` 2, the most the
      setting allows) vs strictly sequential windows (1).
 
-It prints each figure and the ratios, and writes them as JSON to `benchmarks/results/` (git-ignored).
-`--profile` also runs the tap on (a) under cProfile and prints the top functions.
+It prints each figure and the ratios (wall-clock ratios, the goals, and CPU-second ratios beside them: on a
+loaded machine those are the steadier ones), the load average before and after, and writes them as JSON to
+`benchmarks/results/` (git-ignored). `--profile` also runs the tap on (a) under cProfile and prints the top
+functions.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -33,11 +40,13 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import typing as t
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import msgspec
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,7 +131,9 @@ def measure(label: str, argv: list[str], sandbox: SandboxProcess, stdout: t.Any 
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         pipe = stdout == "pipe"  # through a pipe to `cat`, as a target would read it
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE if pipe else stdout, stderr=err, env=child_env(env))
+        with tempfile.TemporaryFile() as out_file:  # stdout to a file ("file"), deleted once the child exits
+            target = subprocess.PIPE if pipe else out_file if stdout == "file" else stdout
+            proc = subprocess.Popen(argv, stdout=target, stderr=err, env=child_env(env))
         reader = subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL) if pipe else None
         _, status, usage = os.wait4(proc.pid, 0)
         if reader is not None:
@@ -203,11 +214,14 @@ def main() -> None:
     parser.add_argument("--bw-n", type=int, default=30_000, help="(c) activities (default 30000)")
     parser.add_argument("--backfill-per-day", type=int, default=100, help="(d) activities per day")
     parser.add_argument("--job-seconds", type=float, default=0.9, help="(d) queued+running time of a job")
-    parser.add_argument("--only", default="apbemcd", help="scenarios to run, e.g. 'ab' (default all)")
+    parser.add_argument("--first-n", type=int, default=40_000, help="(f) activities (default 40000)")
+    parser.add_argument("--first-bandwidth", type=int, default=400_000,
+                        help="(f) cap, bytes/s per connection (default 400000)")
+    parser.add_argument("--only", default="apbemfscd", help="scenarios to run, e.g. 'ab' (default all)")
     parser.add_argument("--cache-dir", help="keep the sandbox's rendered exports here between runs (default: temp)")
     parser.add_argument("--profile", action="store_true", help="also profile the tap on (a) with cProfile")
     args = parser.parse_args()
-    if args.n % PER_DAY or args.n_small % PER_DAY or args.n_large % PER_DAY:
+    if args.n % PER_DAY or args.n_small % PER_DAY or args.n_large % PER_DAY or args.first_n % PER_DAY:
         raise SystemExit(f"N must be a multiple of {PER_DAY} (activities per day)")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -234,13 +248,12 @@ def main() -> None:
                 print(f"\n(a/b/e) {args.n:,} activities, {args.fragments} fragments; pre-warming", flush=True)
                 prewarm("pre-warm: render the export once", sandbox, folder, config)
                 if "a" in args.only:
-                    runs["tap"] = run_tap("(a) tap -> /dev/null", sandbox, folder, config)
+                    runs["tap"] = run_tap("(a) tap > file", sandbox, folder, config, stdout="file")
                 if "p" in args.only:
                     runs["tap_pipe"] = run_tap("(a') tap | cat > /dev/null", sandbox, folder, config, stdout="pipe")
                 if "b" in args.only:
-                    runs["bare"] = run_bare("(b) bare extractor -> /dev/null", sandbox, folder, config)
-                if "b" in args.only:
-                    runs["bare_msgspec"] = run_bare("(b') bare extractor, msgspec -> /dev/null", sandbox, folder,
+                    runs["bare"] = run_bare("(b) bare extractor > file", sandbox, folder, config)
+                    runs["bare_msgspec"] = run_bare("(b') bare extractor, msgspec > file", sandbox, folder,
                                                     config, "--msgspec")
                 if "e" in args.only:
                     batch_root = folder / "batches"
@@ -261,9 +274,19 @@ def main() -> None:
             if "m" in args.only:
                 print("\n(m) peak RSS against N", flush=True)
                 for n in [args.n_small, *([args.n_large] if args.n_large else [])]:
+                    if n == args.n and "tap" in runs:  # (a) was this very run: its RSS is the figure
+                        runs[f"rss_{n}"] = runs["tap"]
+                        print(f"  tap N={n:,}: the (a) run above, peak RSS {runs['tap'].rss_mb:.1f} MB", flush=True)
+                        continue
                     config = sandbox.tap_config(n // PER_DAY, fragment_concurrency=args.fragments)
                     prewarm(f"pre-warm N={n:,}", sandbox, folder, config)
                     runs[f"rss_{n}"] = run_tap(f"tap N={n:,}", sandbox, folder, config)
+
+            if "f" in args.only:
+                results["first_record"] = first_record(sandbox, folder, args)
+
+            if "s" in args.only:
+                results["every_property"] = every_property_cost(Path(args.cache_dir or folder / "cache"))
 
             if "c" in args.only:
                 per_day = 1_000
@@ -299,31 +322,45 @@ def main() -> None:
 
     print("\nratios", flush=True)
     ratios = results["ratios"]
-    if "tap" in runs and "bare" in runs:
-        r = runs["tap"].records_per_s / runs["bare"].records_per_s
-        ratios.append(ratio("(a)/(b) tap throughput / bare extractor", r, ">= 0.7", r >= 0.7))
+    throughput = {key: run.records_per_s for key, run in runs.items()}
     if "tap" in runs and "bare_msgspec" in runs:
-        r = runs["tap"].records_per_s / runs["bare_msgspec"].records_per_s
-        ratios.append(ratio("(a)/(b') tap throughput / bare extractor with msgspec", r, "-", True))
+        r = throughput["tap"] / throughput["bare_msgspec"]
+        ratios.append(ratio("(a)/(b') tap / bare extractor with msgspec (records/s)", r, ">= 0.8", r >= 0.8))
+    if "tap" in runs and "bare" in runs:
+        r = throughput["tap"] / throughput["bare"]
+        ratios.append(ratio("(a)/(b) tap / bare extractor with json (records/s)", r, ">= 0.7", r >= 0.7))
     if "tap_pipe" in runs and "bare" in runs:
-        r = runs["tap_pipe"].records_per_s / runs["bare"].records_per_s
-        ratios.append(ratio("(a')/(b) tap through a pipe / bare extractor", r, "-", True))
-    if "batch" in runs and "bare" in runs:
-        r = runs["batch"].records_per_s / runs["bare"].records_per_s
-        ratios.append(ratio("(e)/(b) tap BATCH throughput / bare extractor", r, "-", True))
+        r = throughput["tap_pipe"] / throughput["bare"]
+        ratios.append(ratio("(a')/(b) tap through a pipe / bare extractor with json", r, "-", True))
+    if "batch" in runs and "tap" in runs:
+        r = runs["batch"].seconds / runs["tap"].seconds
+        ratios.append(ratio("(e)/(a) BATCH wall / record mode wall", r, "<= 1.0", r <= 1.0))
     rss = [run for key, run in runs.items() if key.startswith("rss_")] + [runs[k] for k in ("tap",) if k in runs]
     if rss:
         peak = max(run.rss_mb for run in rss)
         ratios.append(ratio("peak RSS of the tap runs (MB)", peak, "<= 200", peak <= 200))
     if f"rss_{args.n_large}" in runs and f"rss_{args.n_small}" in runs:
         r = runs[f"rss_{args.n_large}"].rss_mb / runs[f"rss_{args.n_small}"].rss_mb
-        ratios.append(ratio(f"peak RSS N={args.n_large:,} / N={args.n_small:,}", r, "~ 1", r < 1.15))
+        ratios.append(ratio(f"peak RSS N={args.n_large:,} / N={args.n_small:,}", r, "<= 1.1", r <= 1.1))
+    if first := results.get("first_record"):
+        if first["first_record_s"] is not None:
+            r = first["first_record_s"]
+            ratios.append(ratio("(f) first RECORD after job Completed (s)", r, "<= 3", r <= 3))
+        r = first["longest_log_silence_s"]
+        ratios.append(ratio("(f) longest log silence while downloading (s)", r, "<= 30", r <= 30))
     if "frag1" in runs and "frag4" in runs:
         r = runs["frag1"].seconds / runs["frag4"].seconds
         ratios.append(ratio("(c) speed-up of 4 fragments over 1, capped", r, ">= 3", r >= 3))
     if "backfill1" in runs and "backfill2" in runs:
         r = runs["backfill2"].seconds / runs["backfill1"].seconds
         ratios.append(ratio("(d) pipelined (2 jobs) / sequential backfill time", r, "<= 0.6", r <= 0.6))
+    print("  CPU seconds instead of wall (steadier when other work loads the machine; no target):", flush=True)
+    if "tap" in runs and "bare_msgspec" in runs:
+        r = runs["bare_msgspec"].cpu_seconds / runs["tap"].cpu_seconds
+        ratios.append(ratio("  (a)/(b') by CPU: bare msgspec CPU s / tap CPU s", r, "-", True))
+    if "batch" in runs and "tap" in runs:
+        r = runs["batch"].cpu_seconds / runs["tap"].cpu_seconds
+        ratios.append(ratio("  (e)/(a) by CPU: BATCH CPU s / record mode CPU s", r, "-", True))
     results["runs"] = {key: {**asdict(run), "records_per_s": run.records_per_s, "mb_per_s": run.mb_per_s}
                        for key, run in runs.items()}
     results["load_after"] = os.getloadavg()
@@ -331,6 +368,111 @@ def main() -> None:
     path = RESULTS / f"bench-{stamp}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"\nresults: {path.relative_to(ROOT)}")
+
+
+def first_record(sandbox: SandboxProcess, folder: Path, args: argparse.Namespace) -> dict:
+    """(f) The tap on a throttled link, its stdout and stderr read as they come: seconds from the log line
+    saying the job is Completed to the first RECORD line, and the longest gap between two log lines from
+    then until the tap exits."""
+    days = args.first_n // PER_DAY
+    print(f"\n(f) {args.first_n:,} activities, 4 fragments, {args.first_bandwidth / 1e3:g} kB/s per connection",
+          flush=True)
+    sandbox.configure(fragments=4, bandwidth_bytes_per_sec=0)
+    config = sandbox.tap_config(days, fragment_concurrency=4)
+    prewarm("pre-warm", sandbox, folder, config)
+    sandbox.configure(bandwidth_bytes_per_sec=args.first_bandwidth)
+    try:
+        started = time.perf_counter()
+        proc = subprocess.Popen(tap_argv(folder, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=child_env(tap_env()))
+        log_times: list[float] = []
+        marks: dict[str, float] = {}
+
+        def read_log() -> None:
+            for line in proc.stderr:  # type: ignore[union-attr]
+                now = time.perf_counter()
+                log_times.append(now)
+                if b"-> Completed" in line:
+                    marks.setdefault("completed", now)
+
+        def read_records() -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if line.startswith(b'{"type":"RECORD"'):
+                    marks.setdefault("first_record", time.perf_counter())
+
+        readers = [threading.Thread(target=read_log), threading.Thread(target=read_records)]
+        for reader in readers:
+            reader.start()
+        proc.wait()
+        ended = time.perf_counter()
+        for reader in readers:
+            reader.join()
+    finally:
+        sandbox.configure(fragments=args.fragments, bandwidth_bytes_per_sec=0)
+    if proc.returncode != 0 or "completed" not in marks:
+        raise SystemExit(f"(f): exit {proc.returncode}, job Completed seen: {'completed' in marks}")
+    completed = marks["completed"]
+    first = marks.get("first_record")
+    during = [completed, *(t for t in log_times if t > completed), ended]
+    silence = max(b - a for a, b in itertools.pairwise(during))
+    figures = {
+        "job_completed_s": round(completed - started, 2),
+        "first_record_s": round(first - completed, 2) if first else None,
+        "exit_s": round(ended - started, 2),
+        "longest_log_silence_s": round(silence, 2),
+    }
+    print(f"  job Completed at {figures['job_completed_s']} s, first RECORD {figures['first_record_s']} s after it, "
+          f"exit at {figures['exit_s']} s; longest log silence from Completed to exit "
+          f"{figures['longest_log_silence_s']} s", flush=True)
+    return figures
+
+
+def every_property_cost(cache_dir: Path, limit: int = 100_000) -> dict | None:
+    """(s) What a null for every omitted declared property costs (issue 21 §2): decode + shape + encode of the
+    export's first records, with the tap's shaper and with the shaper as it was before (in place, omitted keys
+    left out), best of three by CPU time, in this process."""
+    from tap_backstory.formats import RecordShaper
+
+    bodies = sorted(cache_dir.glob("activities-*.body"))
+    if not bodies:
+        return None
+    with bodies[0].open("rb") as body:
+        lines = list(itertools.islice(body, limit))
+    schema = json.loads((ROOT / "tap_backstory" / "schemas" / "activities.json").read_text())
+    shaper = RecordShaper(schema, "activities")
+    declared, datetime_fields = shaper.declared, shaper.datetime_fields
+
+    def previous(record: dict) -> dict:  # RecordShaper.shape before issue 21 §2
+        if not declared.issuperset(record):
+            shaper._move_extra(record)
+        for name in datetime_fields:
+            value = record.get(name)
+            if isinstance(value, str) and len(value) == 19 and value[10] == "T":
+                record[name] = value + "Z"
+        return record
+
+    decode, encode = msgspec.json.Decoder(dict).decode, msgspec.json.Encoder().encode
+
+    def timed(shape: t.Callable[[dict], dict]) -> tuple[float, int]:
+        best, size = float("inf"), 0
+        for _ in range(3):
+            started = time.process_time()  # CPU: steadier than the wall clock on a loaded machine
+            size = sum(len(encode(shape(decode(line)))) for line in lines)
+            best = min(best, time.process_time() - started)
+        return best, size
+
+    with_nulls, bytes_with = timed(shaper.shape)
+    without, bytes_without = timed(previous)
+    figures = {
+        "records": len(lines),
+        "us_per_record_with_nulls": round(with_nulls / len(lines) * 1e6, 2),
+        "us_per_record_without": round(without / len(lines) * 1e6, 2),
+        "bytes_ratio": round(bytes_with / bytes_without, 3),
+    }
+    print(f"\n(s) every declared property in every record, {len(lines):,} records decoded + shaped + encoded: "
+          f"{figures['us_per_record_with_nulls']} us/record against {figures['us_per_record_without']} without "
+          f"the nulls; records {100 * (figures['bytes_ratio'] - 1):.1f} % larger", flush=True)
+    return figures
 
 
 def profile(sandbox: SandboxProcess, folder: Path, config: dict, stamp: str) -> None:

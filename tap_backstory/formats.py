@@ -28,6 +28,8 @@ LOGGER = logging.getLogger("tap-backstory")
 EXTRA_KEY = "_extra"
 _LINE_DECODER = msgspec.json.Decoder()
 """JSON Lines are decoded with msgspec (about 2x `json.loads` on activity lines; same dicts, ints, floats)."""
+_RECORD_DECODER = msgspec.json.Decoder(dict)
+"""The same, refusing anything but a JSON object (so the line loop checks no type)."""
 
 
 class DataError(TapBackstoryError):
@@ -62,17 +64,15 @@ def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
     if first in (b"[", b"{") and _looks_like_single_document(stream, first):
         yield from _read_json_document(stream, source)
         return
-    decode = _LINE_DECODER.decode
+    decode = _RECORD_DECODER.decode
     for number, line in enumerate(stream, start=1):
         try:
-            record = decode(line)
+            record = decode(line)  # a JSON object, or an error: no type check left for the usual line
         except (msgspec.DecodeError, RecursionError) as exc:
             # Rare: a blank line, or what msgspec refuses and `json` reads (NaN), or bad data.
             if not line.strip():
                 continue
             record = _decode_refused_line(line, exc, source, number)
-        if not isinstance(record, dict):
-            raise DataError(f"{source}: line {number} is not a JSON object", line=number)
         yield record
 
 
@@ -83,19 +83,24 @@ MAX_NUMBER_DIGITS = 100
 
 def _decode_refused_line(line: bytes, refusal: Exception, source: str, number: int) -> t.Any:
     """A line msgspec refused: nesting beyond its depth limit and numbers out of range are data errors; any other
-    refusal gets a second reading by `json` (it takes NaN), within the same number bounds."""
+    refusal (NaN, a line that is not an object, bad data) gets a second reading by `json` (it takes NaN), within
+    the same number bounds."""
     where = f"{source}: line {number}"
     if isinstance(refusal, RecursionError):
         raise DataError(f"{where} is nested deeper than the JSON decoder allows", line=number) from None
-    if isinstance(refusal, msgspec.ValidationError):  # "Integer value out of range", "Number out of range"
+    if isinstance(refusal, msgspec.ValidationError) and "out of range" in str(refusal):
+        # "Integer value out of range", "Number out of range"
         raise DataError(f"{where} holds a number out of range ({str(refusal).split(' - ')[0]})", line=number) from None
     try:
-        return json.loads(line, parse_int=_bounded_int, parse_float=_finite_float)
+        record = json.loads(line, parse_int=_bounded_int, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
         raise DataError(
             f"{where} is not valid JSON ({reason}); the export is truncated or corrupt", line=number
         ) from None
+    if not isinstance(record, dict):  # the record decoder takes objects only: `[1]` or `"x"` lands here
+        raise DataError(f"{where} is not a JSON object", line=number)
+    return record
 
 
 def _bounded_int(text: str) -> int:
@@ -278,6 +283,8 @@ def _paths(moved: dict, prefix: str = "") -> t.Iterator[str]:
 class RecordShaper:
     """Makes a raw API record match its stream schema.
 
+    - Every top-level property the schema declares is in every record, null where the API sent nothing
+      (classic targets take their columns from a stream's first record); nested objects stay as sent.
     - Top-level keys the schema does not declare move into `_extra` (logged once per stream), so new API
       fields are never dropped silently. Under flattening (`flattening_depth` > 0), undeclared keys inside an
       object that flattening splits into columns (e.g. `pii.street2`) move into `_extra` under the same path
@@ -287,10 +294,26 @@ class RecordShaper:
       date-times, and empty cells as null.
     """
 
-    def __init__(self, schema: dict, stream_name: str, flattening_depth: int = 0) -> None:
+    def __init__(
+        self,
+        schema: dict,
+        stream_name: str,
+        flattening_depth: int = 0,
+        *,
+        primary_key: str | None = None,
+        normalize: t.Callable[[dict], None] | None = None,
+    ) -> None:
         self.stream_name = stream_name
+        self.primary_key = primary_key
+        """When set, a record without it is counted in `keyless` and shaped to None (never emitted with a null
+        key: it could not be merged or deduplicated; docs/decisions.md, "Records without a primary key")."""
+        self.keyless = 0
+        self.normalize = normalize
+        """Brings fields the API sends in more than one shape to the schema's, in place, before shaping."""
         self.properties: dict = schema.get("properties", {})
         self.declared = frozenset(self.properties)
+        self.template = dict.fromkeys(self.properties)
+        """Every declared property, null, in schema order: a record is merged into it in one C-level pass."""
         self.datetime_fields = tuple(
             name for name, spec in self.properties.items() if spec.get("format") == "date-time"
         )
@@ -299,18 +322,38 @@ class RecordShaper:
         self._warned_nested_extra = False
         self._converters = {name: _converter_for(spec) for name, spec in self.properties.items()}
 
-    def shape(self, record: dict) -> dict:
-        if not self.declared.issuperset(record):  # the usual case builds no set
-            self._move_extra(record)
-        for name, declared in self.objects:
-            value = record.get(name)
+    def shape(self, record: dict) -> dict | None:
+        """A new dict: the declared properties (schema order, null when absent), then `_extra` if needed; None
+        for a record without its primary key (when one is set)."""
+        if self.normalize is not None:
+            self.normalize(record)
+        shaped = {**self.template, **record}
+        if self.primary_key is not None and shaped[self.primary_key] is None:
+            return self._skip_keyless()
+        if len(shaped) != len(self.template):  # only an undeclared key makes it longer
+            self._move_extra(shaped)
+        for name, declared in self.objects:  # only under flattening (docs/decisions.md)
+            value = shaped[name]
             if value.__class__ is dict and (moved := declared.pop_undeclared(value)):
-                self._move_nested_extra(record, name, moved)
+                self._move_nested_extra(shaped, name, moved)
         for name in self.datetime_fields:
-            value = record.get(name)
+            value = shaped[name]
             if isinstance(value, str) and len(value) == 19 and value[10] == "T":
-                record[name] = value + "Z"
-        return record
+                shaped[name] = value + "Z"
+        return shaped
+
+    def _skip_keyless(self) -> None:
+        if not self.keyless:
+            LOGGER.warning(
+                "%s: the export holds a record without `%s`; skipping such records (counted at the end)",
+                self.stream_name,
+                self.primary_key,
+            )
+        self.keyless += 1
+
+    def report_keyless(self) -> None:
+        if self.keyless:
+            LOGGER.warning("%s: %d record(s) without `%s` skipped", self.stream_name, self.keyless, self.primary_key)
 
     def _move_extra(self, record: dict) -> None:
         undeclared = record.keys() - self.declared

@@ -1,6 +1,6 @@
 """Everything the tap takes from the Singer SDK beyond its public API, in one place.
 
-The tap overrides three private SDK methods, calls two more, sets one private flag, reads private attributes and
+The tap overrides three private SDK methods, calls four more, sets one private flag, reads private attributes and
 copies a few pieces of SDK code. `SDK_CODE` and `PRIVATE_NAMES` below list all of them, with where the tap
 uses each and why; `tests/test_sdk_surface.py` checks them against the installed SDK (fingerprints of the code
 as of `RECORDED_FOR`, and that every private name still exists), so an SDK upgrade fails there, naming what
@@ -111,11 +111,42 @@ SDK_CODE = (
     ),
     SdkCode(
         "singer_sdk.streams.core:Stream._sync_records",
-        "calls",
-        "tap_backstory/streams/base.py TapStream.get_batches",
-        "with write_messages=False it must still yield each selected record after counting it, advancing state "
-        "and syncing child streams, and write no message; tests/test_batch.py",
+        "copies",
+        "tap_backstory/streams/base.py TapStream._sdk_record_steps_idle, direct_record_writer, "
+        "_records_for_batches (and get_batches, which calls it)",
+        "the per-record steps `_sdk_record_steps_idle` lists must still be all it does per record (else a "
+        "direct writer or the lean BATCH loop would skip new work); `_records_for_batches` copies the "
+        "bookkeeping around the loop for a stream without partitions (counter and timer, "
+        "`_write_starting_replication_value(None)`, `_finalize_state` of the context state then of the stream "
+        "state); with write_messages=False it must still yield each selected record after counting it, "
+        "advancing state and syncing child streams, and write no message; tests/test_batch.py, "
+        "tests/test_record_path.py, tests/test_every_property.py",
         "9e41ee821016f586f9bf8e35500401891b266523ecd7a54dfa9a7277fe1300ed",
+    ),
+    SdkCode(
+        "singer_sdk.streams.core:Stream._write_record_message",
+        "copies",
+        "tap_backstory/writer.py DirectRecordWriter (through TapStream.direct_record_writer)",
+        "after the RECORD messages it clears `state_manager.is_flushed` (so the final STATE is written): the "
+        "direct writer does the same once per window; port any other step",
+        "e14be0c0d78c5e9b2697464e54987befef725242c2d115c68aa5287f025c8a58",
+    ),
+    SdkCode(
+        "singer_sdk.singerlib.encoding.simple:RecordMessage.to_dict",
+        "copies",
+        "tap_backstory/writer.py DirectRecordWriter",
+        "the RECORD message's keys and their order (type, stream, record, version when set, time_extracted); "
+        "the direct writer encodes the same dict with an encoder configured as "
+        "`singer_sdk.contrib.msgspec.encoder` (enc_hook, decimal_format): keep both the same",
+        "069e3a7f7871ae24cb15ee072f6e8437fe82c798829ffbd707882ac896dbfe7e",
+    ),
+    SdkCode(
+        "singer_sdk.mapper:SameRecordTransform.transform",
+        "relies on",
+        "tap_backstory/streams/base.py TapStream._sdk_record_steps_idle",
+        "without flattening the default stream map must still return the record unchanged (then no map is "
+        "applied on the direct and lean BATCH paths)",
+        "3de0aec9fb6736831b872014eb1146e82f156706915ef364342e976766a3220c",
     ),
     SdkCode(
         "singer_sdk.streams.core:Stream._sync_batches",
@@ -237,14 +268,27 @@ PRIVATE_NAMES = (
     PrivateName(
         "stream",
         "_stream_version",
-        "tap_backstory/streams/base.py TapStream._generate_record_messages",
+        "tap_backstory/streams/base.py TapStream._generate_record_messages, TapStream.direct_record_writer",
         "RECORD version, as in the SDK's copy",
+    ),
+    PrivateName(
+        "stream",
+        "_write_starting_replication_value",
+        "tap_backstory/streams/base.py TapStream._records_for_batches",
+        "the lean BATCH loop does the SDK's bookkeeping around its record loop",
+    ),
+    PrivateName(
+        "stream",
+        "_finalize_state",
+        "tap_backstory/streams/base.py TapStream._records_for_batches",
+        "the lean BATCH loop does the SDK's bookkeeping around its record loop",
     ),
     PrivateName(
         "stream.state_manager",
         "is_flushed",
-        "tap_backstory/streams/base.py TapStream.checkpoint",
-        "cleared so `_write_state_message` emits a mid-run STATE (the SDK has no public call for it)",
+        "tap_backstory/streams/base.py TapStream.checkpoint, TapStream.direct_record_writer",
+        "cleared so `_write_state_message` emits a mid-run STATE (the SDK has no public call for it), and "
+        "after records written directly, as the SDK's `_write_record_message` clears it",
     ),
     PrivateName(
         "tap",

@@ -93,9 +93,11 @@ def csv_records(body: bytes) -> list[dict]:
 
 def test_csv_with_embedded_commas_quotes_and_newlines_parses():
     body = b'email,job_title,total_inbound\r\na@x.example,"VP, ""Sales""\nEMEA",3\r\nb@x.example,,\r\n'
+    # Every declared property is in every record (issue 21 §2), null unless the row has a value.
+    nulls = dict.fromkeys(json.loads(Path(schema_dirs[0], "enriched_contacts.json").read_text())["properties"])
     assert csv_records(body) == [
-        {"email": "a@x.example", "job_title": 'VP, "Sales"\nEMEA', "total_inbound": 3},
-        {"email": "b@x.example", "job_title": None, "total_inbound": None},
+        {**nulls, "email": "a@x.example", "job_title": 'VP, "Sales"\nEMEA', "total_inbound": 3},
+        {**nulls, "email": "b@x.example"},
     ]
 
 

@@ -13,7 +13,7 @@ import typing as t
 
 from tap_backstory.client import TapBackstoryError
 from tap_backstory.coverage import ActivitySelector, ContactSelector, Coverage, Selector, plan_backfill
-from tap_backstory.formats import DataError, read_csv_records, read_json_records
+from tap_backstory.formats import DataError, RecordShaper, read_csv_records, read_json_records
 from tap_backstory.fragments import JobGone
 from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
@@ -21,6 +21,16 @@ from tap_backstory.windows import ExportState, Selection, Window, parse_day, plu
 
 if t.TYPE_CHECKING:
     from tap_backstory.client import ApiClient
+
+
+def normalize_activity_shapes(record: dict) -> None:
+    """`attachment_file_names` sent as one string becomes a one-item array; `campaigns` items sent as strings
+    (a public client's reading) become `{"name": ...}` objects (docs/decisions.md, "Activity field shapes")."""
+    if type(record.get("attachment_file_names")) is str:
+        record["attachment_file_names"] = [record["attachment_file_names"]]
+    campaigns = record.get("campaigns")
+    if campaigns and type(campaigns) is list and any(type(item) is str for item in campaigns):
+        record["campaigns"] = [{"name": item} if type(item) is str else item for item in campaigns]
 
 
 class BackstoryExportStream(TapStream):
@@ -36,15 +46,24 @@ class BackstoryExportStream(TapStream):
     def request_body(self, window: Window, export_type: str, selection: Selection) -> dict:
         raise NotImplementedError
 
+    normalize_shapes: t.Callable[[dict], None] | None = None
+    """Brings fields the API sends in more than one shape to the schema's (in place, before shaping)."""
+
+    @functools.cached_property
+    def shaper(self) -> RecordShaper:
+        """The base class's, plus: records without the primary key are left out, fields normalised."""
+        return RecordShaper(
+            self.schema,
+            self.name,
+            flattening_depth=self.flattening_depth,
+            primary_key=self.primary_keys[0],
+            normalize=self.normalize_shapes,
+        )
+
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
-        """Shaped records of one downloaded file, those without a primary key skipped (`KeylessRecords`)."""
-        key, shape, keyless = self.primary_keys[0], self.shaper.shape, KeylessRecords(self, source)
-        for record in read_json_records(body, source):
-            if record.get(key) is None:
-                keyless.skip()
-                continue
-            yield shape(record)
-        keyless.report()
+        """Shaped records of one downloaded file, those without their primary key left out (the shaper answers
+        None for them, counted: `RecordShaper.keyless`). `filter`/`map`: no Python frame of its own per record."""
+        return filter(None, map(self.shaper.shape, read_json_records(body, source)))
 
     def generate_child_contexts(self, record: dict, context: dict | None) -> t.Iterable[dict | None]:
         """No stream is a child of an export stream: hand nothing down (the SDK's default builds, copies and
@@ -59,11 +78,11 @@ class BackstoryExportStream(TapStream):
 
     def get_records(self, context: dict | None) -> t.Iterable[dict]:
         try:
-            yield from self._records()
+            yield from self._records(context)
         except TapBackstoryError as exc:  # every error line names the stream
             raise TapBackstoryError(f"{self.name}: {exc}") from None
 
-    def _records(self) -> t.Iterator[dict]:
+    def _records(self, context: dict | None) -> t.Iterator[dict]:
         config, today = self.config, self.tap.clock.today()
         end = parse_day(config["end_date"], "end_date") if config.get("end_date") else today
         start_date = parse_day(config["start_date"], "start_date")
@@ -120,9 +139,13 @@ class BackstoryExportStream(TapStream):
             for number, item in enumerate(planned, start=1)
         ]
         last_start = windows[-1].start if windows else None
+        direct = self.direct_record_writer(context)  # None: the records go through the SDK's loop
         for item, (spec, job_id, records) in zip(planned, self._engine(state).run(specs), strict=True):
             try:
-                yield from records
+                if direct is None:
+                    yield from records
+                else:
+                    direct.write(records)
             except (DataError, JobGone):
                 # The job's file itself is unreadable (its download was complete), or gone after some of its
                 # records were read: a resumed run must ask for a new export rather than reuse this job and fail
@@ -141,6 +164,7 @@ class BackstoryExportStream(TapStream):
                 state.forget_job(spec.window, item.export_type, item.selection)
                 coverage.extend(item.parts, spec.window.start)
             self.checkpoint()
+        self.shaper.report_keyless()
 
     def _engine(self, state: ExportState) -> ExportJobs:
         """The job engine, with every job request and creation written to state at once."""
@@ -202,35 +226,6 @@ class _Planned:
     main: bool = False
 
 
-class KeylessRecords:
-    """Records without their primary key are skipped, never emitted with a null key (they could not be merged
-    or deduplicated): one WARNING at the first, one with the count at the end of the file
-    (docs/decisions.md, "Records without a primary key")."""
-
-    def __init__(self, stream: BackstoryExportStream, source: str) -> None:
-        self.stream, self.source, self.count = stream, source, 0
-
-    def skip(self) -> None:
-        if not self.count:
-            self.stream.logger.warning(
-                "%s: %s holds a record without `%s`; skipping such records",
-                self.stream.name,
-                self.source,
-                self.stream.primary_keys[0],
-            )
-        self.count += 1
-
-    def report(self) -> None:
-        if self.count:
-            self.stream.logger.warning(
-                "%s: %s: %d record(s) without `%s` skipped",
-                self.stream.name,
-                self.source,
-                self.count,
-                self.stream.primary_keys[0],
-            )
-
-
 class ActivitiesStream(BackstoryExportStream):
     """Raw activity data (emails, meetings, calls): `POST /pull/v1/export/activities/jobs`, JSON Lines."""
 
@@ -243,21 +238,7 @@ class ActivitiesStream(BackstoryExportStream):
     def api(self) -> ApiClient:
         return self.tap.activity_api
 
-    def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
-        """As the base class, with `campaigns` and `attachment_file_names` in the schema's shape whatever shape the
-        API sent them in (docs/decisions.md, "Activity field shapes")."""
-        shape, keyless = self.shaper.shape, KeylessRecords(self, source)
-        for record in read_json_records(body, source):
-            if record.get("uid") is None:
-                keyless.skip()
-                continue
-            if type(record.get("attachment_file_names")) is str:
-                record["attachment_file_names"] = [record["attachment_file_names"]]
-            campaigns = record.get("campaigns")
-            if campaigns and type(campaigns) is list and any(type(item) is str for item in campaigns):
-                record["campaigns"] = [{"name": item} if type(item) is str else item for item in campaigns]
-            yield shape(record)
-        keyless.report()
+    normalize_shapes = staticmethod(normalize_activity_shapes)
 
     def request_body(self, window: Window, export_type: str, selection: Selection) -> dict:
         return {
@@ -303,15 +284,13 @@ class EnrichedContactsStream(BackstoryExportStream):
         return ContactSelector(self.config)
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
+        # JSON omits empty keys and CSV has empty cells: both come out null (every declared property is in
+        # every record), so both formats give the very same record.
         if self.config["contacts_output_format"] == "CSV":
-            records = (self.shaper.coerce(row, source, line) for line, row in read_csv_records(body, source))
+            for line, row in read_csv_records(body, source):
+                record = self.shaper.coerce(row, source, line)
+                if record is not None:  # None: no primary key (`RecordShaper.primary_key`)
+                    yield record
         else:
-            records = (self.shaper.shape(record) for record in read_json_records(body, source))
-        # JSON omits empty keys and CSV has empty cells: drop nulls so both give the very same record.
-        keyless = KeylessRecords(self, source)
-        for record in records:
-            if record.get("email") is None:
-                keyless.skip()
-                continue
-            yield {key: value for key, value in record.items() if value is not None}
-        keyless.report()
+            yield from super().parse(body, source)
+
