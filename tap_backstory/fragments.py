@@ -187,13 +187,16 @@ class _Spool:
 class _SpoolStream:
     """A readable binary stream over a `_Spool`, blocking until bytes arrive; EOF once the download ended."""
 
-    def __init__(self, spool: _Spool, tick: t.Callable[[], None]) -> None:
+    def __init__(self, spool: _Spool, tick: t.Callable[[], None], idle: t.Callable[[], None]) -> None:
         self.spool = spool
         self.tick = tick
+        self.idle = idle
         self.position = 0
 
     def read(self, size: int = -1) -> bytes:
         spool = self.spool
+        if spool.size <= self.position and not spool.done:
+            self.idle()  # about to wait for bytes: whoever holds parsed records lets them go first
         spool.wait(lambda: spool.size > self.position, self.tick)
         if spool.error is not None and spool.size <= self.position:
             raise spool.error
@@ -223,8 +226,12 @@ class FragmentReader:
         log: logging.Logger,
         clock: Clock,
         mode: str = "auto",
+        on_idle: t.Callable[[], None] = lambda: None,
     ) -> None:
         self.api = api
+        self.on_idle = on_idle
+        """Called on the reading thread just before it waits for bytes still on the way (first record at first
+        byte: the caller flushes records it buffered)."""
         self.jobs_path = jobs_path
         self.concurrency = concurrency
         self.log = log
@@ -350,7 +357,7 @@ class FragmentReader:
                         number,
                     )
                 yield Fragment(
-                    _SpoolStream(spool, self._progress),
+                    _SpoolStream(spool, self._progress, self.on_idle),
                     _name(job_id, number),
                     _charset(headers.get("content-type", "")),
                     headers.get("content-encoding", "").strip().lower(),

@@ -61,6 +61,7 @@ class ExportJobs:
         clock: Clock,
         log: logging.Logger,
         fragment_mode: str = "auto",
+        on_idle: t.Callable[[], None] = lambda: None,
         on_requesting: t.Callable[[JobSpec, dt.datetime], None] = lambda spec, at: None,
         on_created: t.Callable[[JobSpec, str, dt.datetime], None] = lambda spec, job_id, created_at: None,
     ) -> None:
@@ -74,6 +75,7 @@ class ExportJobs:
         self.clock = clock
         self.log = log
         self.fragment_mode = fragment_mode
+        self.on_idle = on_idle  # before the reader waits for bytes (FragmentReader.on_idle)
         self._todo: deque[JobSpec] = deque()
         self._ahead: deque[Slot] = deque()
         self.requests = JobRequests(
@@ -192,7 +194,13 @@ class ExportJobs:
         whose files are gone before its first record is made again, once a run (docs/decisions.md)."""
         job_id, started, rows = str(slot.job_id), self.clock.monotonic(), 0
         reader = FragmentReader(
-            self.api, self.path, self.fragment_concurrency, self.log, self.clock, mode=self.fragment_mode
+            self.api,
+            self.path,
+            self.fragment_concurrency,
+            self.log,
+            self.clock,
+            mode=self.fragment_mode,
+            on_idle=self.on_idle,
         )
         try:
             for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse, job_id):

@@ -320,14 +320,19 @@ def check_config(config: t.Mapping[str, t.Any], clock: Clock) -> None:
 
 
 ENV_PREFIX = "TAP_BACKSTORY_"
-OWN_ENV_VARS = frozenset({"TODAY", "READ_TIMEOUT_SECONDS", "HEARTBEAT_SECONDS", "LOGLEVEL"})
-"""TAP_BACKSTORY_* variables that are not settings: the tap's clock and test knobs, the SDK's log level."""
+OWN_ENV_VARS = frozenset(
+    {"TODAY", "READ_TIMEOUT_SECONDS", "HEARTBEAT_SECONDS", "PROGRESS_SECONDS", "MAX_DECODED_BYTES", "LOGLEVEL"}
+)
+"""TAP_BACKSTORY_* variables that are not settings: the tap's clock and test knobs, the decoded-size ceiling
+(formats.py), the SDK's log level."""
 
 
 def warn_unknown_env_vars(settings: t.Iterable[str], environ: t.Mapping[str, str]) -> list[str]:
     """One WARNING per TAP_BACKSTORY_* variable that names no setting (a typo is otherwise silently ignored, under
     `--config ENV` and under Meltano alike), with the nearest setting's variable. Meltano's own variables
-    (`TAP_BACKSTORY__SELECT`, ...: a double underscore) are not settings and are left alone. Returns the names."""
+    (`TAP_BACKSTORY__SELECT`, ...: a double underscore) are not settings and are left alone, and so are the
+    variables of plugins that inherit from this one (`TAP_BACKSTORY_ACME_API_URL` for `tap-backstory-acme`, as in
+    orchestration/meltano.yml): a name ending in `_<setting>`. Returns the names."""
     known = {name.upper() for name in settings}
     unknown = sorted(
         name
@@ -335,6 +340,7 @@ def warn_unknown_env_vars(settings: t.Iterable[str], environ: t.Mapping[str, str
         if name.startswith(ENV_PREFIX)
         and not name.startswith(f"{ENV_PREFIX}_")
         and name[len(ENV_PREFIX) :] not in known | OWN_ENV_VARS
+        and not any(name.endswith(f"_{setting}") for setting in known)
     )
     for name in unknown:
         nearest = difflib.get_close_matches(name[len(ENV_PREFIX) :], sorted(known), n=1, cutoff=0.6)

@@ -43,11 +43,14 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         super().__init__(*args, **kwargs)
         self.pending = bytearray()
 
-    def write_pending(self) -> None:
-        if self.pending:
+    def write_pending(self, *, flush: bool = False) -> None:
+        """RECORD lines gathered so far to stdout's buffer (and through it, with `flush`)."""
+        if self.pending or flush:
             self.writing = True
             try:
                 self._drain_pending()
+                if flush:
+                    sys.stdout.flush()
             except BrokenPipeError:
                 STOP.on_target_gone()
             finally:
@@ -68,6 +71,9 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         finally:
             self.writing = False
         self._after_message()
+
+    def flush_records(self) -> None:
+        self.write_pending(flush=True)
 
     def _after_message(self) -> None:
         if self.after_message is not None:  # a termination signal arrived while this message was written

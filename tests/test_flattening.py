@@ -130,5 +130,8 @@ def test_undeclared_nested_keys_move_to_extra_under_their_path_and_declared_ones
         "tags": [{"a": "x", "b": "y"}],  # arrays are one JSON column under flattening: left whole
         EXTRA_KEY: {"new": 1, "pii": {"street2": "B", "geo": {"alt": 30}}},
     }
-    assert shaper.shape({"id": "2", "pii": None}) == {"id": "2", "pii": None}
-    assert shaper.shape({"id": "3", "pii": {"city": None}}) == {"id": "3", "pii": {"city": None}}
+    # Every declared top-level property is in every record (null where absent); nested objects stay as sent.
+    assert shaper.shape({"id": "2", "pii": None}) == {"id": "2", "pii": None, "tags": None, EXTRA_KEY: None}
+    assert shaper.shape({"id": "3", "pii": {"city": None}}) == {
+        "id": "3", "pii": {"city": None}, "tags": None, EXTRA_KEY: None
+    }

@@ -51,8 +51,9 @@ def test_direct_record_path_writes_what_the_sdk_path_writes():
     identity_map = {"stream_maps": {"activities": {"__alias__": "activities"}}}
     with sandbox(extra_activity_fields=True) as sb:
         config = tap_config(sb, "activities", start_date="2026-02-20")
-        direct = run(sb, config, timeout=60)
-        through_sdk = run(sb, {**config, **identity_map}, timeout=60)
+        metrics = {"TAP_BACKSTORY_LOGLEVEL": "DEBUG"}  # METRIC lines show at DEBUG only
+        direct = run(sb, config, timeout=60, env=metrics)
+        through_sdk = run(sb, {**config, **identity_map}, timeout=60, env=metrics)
 
     def comparable(messages: list[dict]) -> list[dict]:
         return [{k: v for k, v in m.items() if k != "time_extracted"} for m in messages if m["type"] == "RECORD"]

@@ -192,6 +192,7 @@ class BackstoryExportStream(TapStream):
             clock=self.tap.clock,
             log=self.logger,
             fragment_mode=str(config.get("fragment_mode") or "auto"),
+            on_idle=self.flush_records,
             on_requesting=on_requesting,
             on_created=on_created,
         )

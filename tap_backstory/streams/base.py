@@ -162,6 +162,13 @@ class TapStream(Stream):
         writer = self._tap.message_writer
         return DirectRecordWriter(writer, self.name, self._stream_version, self._record_counter, written)
 
+    def flush_records(self) -> None:
+        """Hand the RECORD lines written so far to the target now (the reader is about to wait for bytes): the
+        first record follows the first bytes of a slow download, not the end of a 256 KB buffer."""
+        writer = self._tap.message_writer
+        if isinstance(writer, BufferedMsgSpecWriter) and not self.get_batch_config(self.config):
+            writer.flush_records()
+
     def _records_for_batches(self, context: dict | None) -> t.Iterator[dict]:
         """The records `get_batches` writes: what the SDK's `_sync_records(write_messages=False)` yields
         (counted, state advanced, child streams synced). When its per-record steps are idle, the same loop
