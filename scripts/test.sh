@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests", and what CI runs): lint, the pytest suite against the bundled
-# sandbox, then the Meltano end-to-end check into DuckDB and PostgreSQL (scripts/e2e.sh).
+# sandbox, then the Meltano end-to-end check into DuckDB and PostgreSQL (scripts/e2e.sh), the users' GitHub Actions
+# workflow with Meltano's S3 state backend (scripts/e2e_workflow.sh).
 # `scripts/test.sh --quick` skips the end-to-end part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +11,5 @@ uv run --frozen ruff check tap_backstory tap_backstory_sandbox tests scripts ben
 uv run --frozen pytest -q
 if [ "${1:-}" != "--quick" ]; then
   scripts/e2e.sh
+  scripts/e2e_workflow.sh     # the users' scheduled GitHub Actions workflow, state in S3 (moto)
 fi
