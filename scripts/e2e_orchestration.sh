@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_tools
-tool_venv dagster 'dagster==1.13.28'
+tool_venv dagster 'dagster==1.13.27'   # the version dagster-webserver's latest release pins
 DAGSTER_PY="$PWD/.tools/dagster/bin/python"
 WORK="$(mktemp -d /tmp/tap-e2e.XXXXXX)"
 PGROOT="$(mktemp -d /tmp/tap-pg.XXXXXX)"
