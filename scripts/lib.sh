@@ -45,3 +45,33 @@ start_sandbox() {
 }
 
 stop_sandbox() { if [ -n "${SANDBOX_PID:-}" ]; then kill "$SANDBOX_PID" 2>/dev/null || true; wait "$SANDBOX_PID" 2>/dev/null || true; fi; }
+
+# tool_venv NAME SPEC...: a virtual environment of its own for a test tool (moto, Dagster) under .tools/NAME
+# (git-ignored, kept between runs), so the tap's locked environment stays small; re-made when the specs change.
+tool_venv() {
+  local name="$1"; shift
+  local dir=".tools/$name" wanted="$*"
+  if [ ! -x "$dir/bin/python" ] || [ "$(cat "$dir/.specs" 2>/dev/null)" != "$wanted" ]; then
+    rm -rf "$dir"
+    uv venv --quiet --python 3.11 "$dir" && uv pip install --quiet --python "$dir/bin/python" "$@" || return 1
+    echo "$wanted" >"$dir/.specs"
+  fi
+}
+
+# free_port: a TCP port nobody listens on now (for servers that need their port before they start).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start_moto LOGFILE: moto's S3 server on a free loopback port (MOTO_PID, MOTO_URL); needs tool_venv moto.
+start_moto() {
+  .tools/moto/bin/moto_server -H 127.0.0.1 -p 0 >"$1" 2>&1 &
+  MOTO_PID=$!
+  for _ in $(seq 100); do
+    MOTO_URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$1" | head -1 || true)"
+    [ -n "$MOTO_URL" ] && return 0
+    kill -0 "$MOTO_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "moto did not start:" >&2; cat "$1" >&2; return 1
+}
+
+stop_moto() { if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi; }

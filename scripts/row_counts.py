@@ -19,7 +19,8 @@ from pathlib import Path
 TABLES = ("activities", "enriched_contacts", "intent_feed_exports", "enriched_contact_records")
 SCHEMA = "tap_backstory"  # meltano.yml's default_target_schema of both loaders
 DUCKDB_FILE = os.environ.get("TARGET_DUCKDB_FILEPATH", "output/warehouse.duckdb")
-POSTGRES_DSN = "host=127.0.0.1 port=5433 user=tap password=tap dbname=tap"
+# The test server of scripts/pg.sh; scripts/e2e_workflow.sh runs its own on another port (TARGET_POSTGRES_PORT).
+POSTGRES_DSN = f"host=127.0.0.1 port={os.environ.get('TARGET_POSTGRES_PORT', '5433')} user=tap password=tap dbname=tap"
 
 
 def jsonl_lines(folder: Path, table: str) -> int:
