@@ -162,3 +162,10 @@ def _write(folder: str, name: str, payload: dict) -> str:
     path = Path(folder, name)
     path.write_text(json.dumps(payload))
     return str(path)
+
+
+def discover(config: dict) -> dict:
+    """The catalog `tap-backstory --discover` writes for `config`."""
+    proc = subprocess.run([TAP_EXE, "--config", "/dev/stdin", "--discover"], input=json.dumps(config),
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.tap_runner import TAP_EXE, run_tap
+from tests.tap_runner import TAP_EXE, discover, run_tap
 
 CONTRACT_SETTINGS = {
     "api_url", "activity_client_id", "activity_client_secret", "object_client_id", "object_client_secret",
@@ -50,9 +50,7 @@ def test_about_lists_every_contract_setting_and_capability():
 
 
 def discovered(config: dict) -> dict:
-    out = subprocess.run([TAP_EXE, "--config", "/dev/stdin", "--discover"], input=json.dumps(config),
-                         capture_output=True, text=True, check=True)
-    return {s["tap_stream_id"]: s for s in json.loads(out.stdout)["streams"]}
+    return {s["tap_stream_id"]: s for s in discover(config)["streams"]}
 
 
 @pytest.mark.parametrize(

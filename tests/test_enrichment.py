@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -27,17 +23,7 @@ from tests.contactbased_support import (
     sandbox,
     tap_config,
 )
-from tests.tap_runner import TAP_EXE, run
-
-
-def discover(config: dict) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "config.json")
-        path.write_text(json.dumps(config))
-        proc = subprocess.run(
-            [TAP_EXE, "--config", str(path), "--discover"], capture_output=True, text=True, check=True
-        )
-    return json.loads(proc.stdout)
+from tests.tap_runner import discover, run
 
 
 def assert_enriched_exactly(sb, records: list[dict], expected_ids: set[str], wanted=SECTIONS) -> None:

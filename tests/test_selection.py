@@ -3,11 +3,7 @@ what each reads, spends and bookmarks (README "Stream selection"), deselected pr
 
 from __future__ import annotations
 
-import json
-import subprocess
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 
 from tap_backstory_sandbox import FEED_A_ID
 from tests import backstory_support
@@ -22,17 +18,8 @@ from tests.contactbased_support import (
     tap_config,
     window,
 )
-from tests.tap_runner import TAP_EXE, run, run_until
+from tests.tap_runner import discover, run, run_until
 from tests.test_enrichment import assert_enriched_exactly
-
-
-def discover(config: dict) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "config.json")
-        path.write_text(json.dumps(config))
-        proc = subprocess.run([TAP_EXE, "--config", str(path), "--discover"], capture_output=True, text=True,
-                              check=True)
-    return json.loads(proc.stdout)
 
 
 def select(catalog: dict, *streams: str, deselect: dict[str, list[tuple[str, ...]]] | None = None) -> dict:
