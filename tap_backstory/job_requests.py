@@ -11,7 +11,15 @@ import re
 import typing as t
 from dataclasses import dataclass, field
 
-from tap_backstory.client import RETRIABLE_STATUSES, ApiClient, ApiError, TapBackstoryError, one_line
+from tap_backstory.client import (
+    RETRIABLE_STATUSES,
+    ApiClient,
+    ApiError,
+    BadAnswerError,
+    TapBackstoryError,
+    one_line,
+    read_json,
+)
 from tap_backstory.formats import unwrap_list
 from tap_backstory.fragments import check_job_id, job_path
 from tap_backstory.polling import PollSchedule
@@ -130,7 +138,9 @@ class JobRequests:
                 wait,
             )
             return False
-        info = response.json()
+        info = job_answer(read_json(response, f"Backstory POST {self.path}"), f"Backstory POST {self.path}")
+        if info.get("job_id") in (None, ""):
+            raise BadAnswerError(f"Backstory POST {self.path}: the answer names no job_id")
         slot.job_id, slot.info = check_job_id(str(info["job_id"])), info
         slot.state = job_state(info) or "Queued"
         slot.jobs_created += 1
@@ -175,7 +185,8 @@ class JobRequests:
         if pending.job_id is None:
             return self._adopt_orphan(slot, pending.created_at)
         try:
-            info = self.api.request("GET", job_path(self.path, pending.job_id)).json()
+            path = job_path(self.path, pending.job_id)
+            info = job_answer(self.api.request_json("GET", path), f"Backstory GET {path}")
         except ApiError as exc:
             self.log.info(
                 "Window %s: job %s in state is not retrievable (%s); creating a new job",
@@ -231,7 +242,7 @@ class JobRequests:
         """The jobs of the last 10 days (`GET .../jobs`), read at most once a run; empty if unavailable."""
         if self._listed is None:
             try:
-                body = self.api.request("GET", self.path).json()
+                body = self.api.request_json("GET", self.path)
                 listed = unwrap_list(body, f"Backstory GET {self.path}", ("jobs", "data", "items", "results"))
             except (TapBackstoryError, ValueError) as exc:  # an API error or an unreadable list
                 self.log.warning("Could not list Backstory's export jobs (%s)", one_line(exc))
@@ -240,7 +251,8 @@ class JobRequests:
         return self._listed
 
     def poll(self, slot: Slot) -> None:
-        info = self.api.request("GET", job_path(self.path, str(slot.job_id))).json()
+        path = job_path(self.path, str(slot.job_id))
+        info = job_answer(self.api.request_json("GET", path), f"Backstory GET {path}")
         state = job_state(info)
         slot.info = info
         if state != slot.state:
@@ -279,3 +291,9 @@ def _same(sent: t.Any, wanted: t.Any) -> bool:
         return sent.lower() == wanted.lower()
     return sent == wanted and type(sent) is type(wanted)
 
+
+def job_answer(body: t.Any, where: str) -> dict:
+    """A job's status answer: a JSON object (anything else is one data error naming the request)."""
+    if not isinstance(body, dict):
+        raise BadAnswerError(f"{where}: the answer is not a JSON object")
+    return body
