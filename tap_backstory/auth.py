@@ -13,9 +13,12 @@ from tap_backstory.client import (
     RETRIABLE_STATUSES,
     TRANSPORT_ERRORS,
     ApiError,
+    BadAnswerError,
     ConnectRetry,
     backoff_delay,
     connect_failure,
+    read_bounded,
+    read_json,
     register_secret,
     retry_after_seconds,
     server_message,
@@ -77,7 +80,10 @@ class BackstoryTokenAuth:
         while attempt < self.max_tries:
             self.request_count += 1  # under the lock of `token`
             try:
-                response = self._session.post(self.token_url, data=body, timeout=with_timeout_cap(DEFAULT_TIMEOUT))
+                response = self._session.post(
+                    self.token_url, data=body, timeout=with_timeout_cap(DEFAULT_TIMEOUT), stream=True
+                )
+                read_bounded(response, "Backstory token request")
             except TRANSPORT_ERRORS as exc:
                 reason = connect_failure(exc)
                 if reason is not None:  # not counted as a try: bounded by time instead
@@ -86,10 +92,16 @@ class BackstoryTokenAuth:
                 failure, retry_after = f"failed: {type(exc).__name__}", None
             else:
                 if response.ok:
-                    payload = response.json()
-                    self._token = payload["access_token"]
+                    payload = read_json(response, "Backstory token request")
+                    token = payload.get("access_token") if isinstance(payload, dict) else None
+                    if not isinstance(token, str) or not token:
+                        raise BadAnswerError("Backstory token request: the answer holds no access_token")
+                    self._token = token
                     register_secret(self._token)  # before anything can log or raise with it
-                    lifetime = float(payload.get("expires_in") or 7200)
+                    try:
+                        lifetime = max(1.0, float(payload.get("expires_in") or 7200))
+                    except (TypeError, ValueError):  # not a number: the documented two hours
+                        lifetime = 7200.0
                     margin = min(300.0, lifetime * EXPIRY_MARGIN_FRACTION)
                     self._renew_at = time.monotonic() + lifetime - margin
                     return

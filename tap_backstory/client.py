@@ -238,6 +238,23 @@ def read_json(response: requests.Response, where: str) -> t.Any:
         raise BadAnswerError(f"{where}: the answer is not JSON ({safe_text(str(exc), 120)})") from None
 
 
+def read_bounded(response: requests.Response, where: str) -> None:
+    """Read a streamed answer whole into `response.content`, refusing one past `MAX_ANSWER_BYTES` (decoded: a
+    gzip bomb counts by what it expands to)."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            response.close()
+            raise ApiError(
+                f"{where}: the answer ({response.status_code}) is larger than {MAX_ANSWER_BYTES} bytes "
+                "(MAX_ANSWER_BYTES); not reading it",
+                response.status_code,
+            )
+        chunks.append(chunk)
+    response._content = b"".join(chunks)  # what `.content`, `.text` and `.json()` read
+
+
 class BadAnswerError(TapBackstoryError):
     """A successful answer whose body cannot be read (not JSON, nested too deeply)."""
 
@@ -351,7 +368,7 @@ class ApiClient:
             # Always streamed: the body is read here, within MAX_ANSWER_BYTES, unless the caller streams it.
             response = self.session.send(prepared, stream=True, timeout=with_timeout_cap(kwargs["timeout"]))
             if not kwargs["stream"] or response.status_code >= 400:
-                self._read_bounded(response, method, path)
+                read_bounded(response, f"{self.vendor} {method} {path}")
         except TRANSPORT_ERRORS as exc:
             reason = connect_failure(exc)
             if reason is not None:
@@ -359,22 +376,6 @@ class ApiClient:
             raise RetriableError(f"{method} {path} failed: {type(exc).__name__}") from None
         self.validate_response(response, method, path)
         return response
-
-    def _read_bounded(self, response: requests.Response, method: str, path: str) -> None:
-        """Read the whole answer into `response.content`, refusing one past `MAX_ANSWER_BYTES` (decoded: a
-        gzip bomb counts by what it expands to)."""
-        chunks, size = [], 0
-        for chunk in response.iter_content(64 * 1024):
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                response.close()
-                raise ApiError(
-                    f"{self.vendor} {method} {path}: the answer ({response.status_code}) is larger than "
-                    f"{MAX_ANSWER_BYTES} bytes (MAX_ANSWER_BYTES); not reading it",
-                    response.status_code,
-                )
-            chunks.append(chunk)
-        response._content = b"".join(chunks)  # what `.content`, `.text` and `.json()` read
 
     def validate_response(self, response: requests.Response, method: str, path: str) -> None:
         """Classify a response: success passes; 429/5xx are retriable; other errors are fatal and explained."""
