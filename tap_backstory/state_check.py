@@ -73,13 +73,7 @@ def _check_export(stream_state: dict, where: str, today: dt.date | None) -> None
             f"{where} has snapshot_done but no bookmark, which tap-backstory never writes: remove snapshot_done "
             f"to backfill from start_date again, or set bookmark to the last day extracted"
         )
-    coverage = stream_state.get("coverage", [])
-    if not isinstance(coverage, list):
-        _fail(f"{where}.coverage must be a list, got {_kind(coverage)}")
-    for index, entry in enumerate(coverage):
-        at = f"{where}.coverage[{index}]"
-        if not isinstance(entry, dict):
-            _fail(f"{at} must be an object, got {_kind(entry)}")
+    for at, entry in _objects(stream_state, "coverage", where):
         _day(entry, "start_date", at, required=True)
         settings = SELECTION_KEYS[where.rpartition(".")[2]]
         unknown = sorted(set(entry) - {"start_date", *settings})
@@ -88,13 +82,7 @@ def _check_export(stream_state: dict, where: str, today: dt.date | None) -> None
         for setting, allowed in settings.items():
             if setting not in entry or not allowed(entry[setting]):
                 _fail(f"{at}.{setting} is missing or not a value of that setting, got {_short(entry.get(setting))}")
-    jobs = stream_state.get("pending_jobs", [])
-    if not isinstance(jobs, list):
-        _fail(f"{where}.pending_jobs must be a list, got {_kind(jobs)}")
-    for index, entry in enumerate(jobs):
-        at = f"{where}.pending_jobs[{index}]"
-        if not isinstance(entry, dict):
-            _fail(f"{at} must be an object, got {_kind(entry)}")
+    for at, entry in _objects(stream_state, "pending_jobs", where):
         for key in ("window_start", "window_end"):
             _day(entry, key, at, required=True)
         if "selection" in entry and not isinstance(entry["selection"], dict):
@@ -186,6 +174,18 @@ CHECKS: dict[str, t.Callable[[dict, str, dt.date | None], None]] = {
     "intent_feed_exports": _check_intent,
     "enriched_contact_records": _check_enrichment,
 }
+
+
+def _objects(holder: dict, key: str, where: str) -> t.Iterator[tuple[str, dict]]:
+    """The entries of the list `holder[key]` (absent: none), each with its place; not a list of objects fails."""
+    entries = holder.get(key, [])
+    if not isinstance(entries, list):
+        _fail(f"{where}.{key} must be a list, got {_kind(entries)}")
+    for index, entry in enumerate(entries):
+        at = f"{where}.{key}[{index}]"
+        if not isinstance(entry, dict):
+            _fail(f"{at} must be an object, got {_kind(entry)}")
+        yield at, entry
 
 
 def _day(holder: dict, key: str, where: str, *, required: bool = False) -> None:
