@@ -97,7 +97,7 @@ class SandboxProcess:
                 break
             key, _, value = line.partition("=")
             self.values[key] = value
-        self.admin = self.values["backstory_url"].rsplit("/backstory", 1)[0] + "/_sandbox"
+        self.admin = self.values["api_url"].rsplit("/backstory", 1)[0] + "/_sandbox"
 
     def configure(self, **overrides: t.Any) -> None:
         requests.post(f"{self.admin}/configure", json=overrides, timeout=30).raise_for_status()
@@ -108,7 +108,7 @@ class SandboxProcess:
     def tap_config(self, days: int, **overrides: t.Any) -> dict:
         start = LAST_DAY - dt.timedelta(days=days - 1)
         config = {
-            "api_url": self.values["backstory_url"],
+            "api_url": self.values["api_url"],
             "activity_client_id": self.values["activity_client_id"],
             "activity_client_secret": self.values["activity_client_secret"],
             "start_date": start.isoformat(),

@@ -58,8 +58,10 @@ MAX_DOWNLOAD_BYTES = 64 * 1024**3
 SAME_START_BYTES = 64 * 1024
 """Fragment k > 0 whose first bytes (this many, or all of fragment 0 if shorter) are fragment 0's is the whole
 file again: the server ignores `?fragment=`."""
-PROGRESS_SECONDS = 30.0
-"""While an export downloads, one INFO line (bytes, rate, percent of `results_size`) at least this often."""
+PROGRESS_SECONDS = 20.0
+"""While an export downloads, one INFO line (bytes, rate, percent of `results_size`) this often. The promise is
+"at least every 30 s": the check runs on each read and each WAIT_STEP_SECONDS of waiting, so 20 s leaves room
+for a slow step without the log going silent past 30 s."""
 PROGRESS_ENV_VAR = "TAP_BACKSTORY_PROGRESS_SECONDS"
 """Overrides PROGRESS_SECONDS (tests; unset in production)."""
 WAIT_STEP_SECONDS = 1.0
