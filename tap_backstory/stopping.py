@@ -45,6 +45,8 @@ class MessageOutput(t.Protocol):
     states_written: int
     after_message: t.Callable[[], None] | None  # what the writer calls once the message is out
 
+    def drain_for_exit(self, timeout: float) -> None: ...  # record lines handed over or pending, then a flush
+
 
 def signal_cause(signum: int, states_written: int) -> str:
     name = signal.Signals(signum).name
@@ -67,7 +69,10 @@ class Stop:
         cause = signal_cause(signum, output.states_written if output is not None else 0)
 
         def finish() -> None:
-            flush_stdout()
+            if output is not None:
+                output.drain_for_exit(FLUSH_GRACE_SECONDS)
+            else:
+                flush_stdout(FLUSH_GRACE_SECONDS)
             exit_now(code, cause)
 
         if output is not None and output.writing:
@@ -85,12 +90,17 @@ class Stop:
         self.started = True
         exit_now(TARGET_GONE_EXIT_CODE, TARGET_GONE)
 
+    def on_output_failed(self, error: BaseException) -> t.NoReturn:
+        """stdout failed otherwise (closed, disk full): the records cannot reach the target."""
+        self.started = True
+        exit_now(TARGET_GONE_EXIT_CODE, f"writing to stdout failed ({type(error).__name__}: {error}); {RERUN}")
+
 
 STOP = Stop()
 
 
-def flush_stdout() -> None:
-    """Flush stdout's buffered lines, giving up after FLUSH_GRACE_SECONDS (a target that reads no more)."""
+def flush_stdout(timeout: float = FLUSH_GRACE_SECONDS) -> None:
+    """Flush stdout's buffered lines, giving up after `timeout` seconds (a target that reads no more)."""
 
     def flush() -> None:
         with contextlib.suppress(OSError, ValueError, RuntimeError):  # closed pipe or file, re-entered buffer
@@ -98,7 +108,7 @@ def flush_stdout() -> None:
 
     flusher = threading.Thread(target=flush, name="stop-flush", daemon=True)
     flusher.start()
-    flusher.join(FLUSH_GRACE_SECONDS)
+    flusher.join(timeout)
 
 
 def exit_now(code: int, cause: str) -> t.NoReturn:

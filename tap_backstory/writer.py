@@ -3,8 +3,13 @@ straight from the record dicts for the hot streams."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as dt
+import queue
 import sys
+import threading
+import time
 import typing as t
 
 import msgspec
@@ -12,7 +17,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter, enc_hook
 from singer_sdk.singerlib import SingerMessageType
 from singer_sdk.singerlib.encoding.simple import Message
 
-from tap_backstory.stopping import STOP
+from tap_backstory.stopping import FLUSH_GRACE_SECONDS, STOP, flush_stdout
 
 if t.TYPE_CHECKING:
     from singer_sdk.metrics import Counter
@@ -21,18 +26,18 @@ if t.TYPE_CHECKING:
 class BufferedMsgSpecWriter(MsgSpecWriter):
     """`MsgSpecWriter` flushes stdout after every message: one `write` system call per record.
 
-    Here RECORD messages go through stdout's buffer and every other message (SCHEMA, STATE, BATCH,
-    ACTIVATE_VERSION) flushes it, so a target has every record before the STATE that covers it, and records
-    never wait longer than the next checkpoint (each window ends with one). Same bytes, same order.
-    Measured (docs/performance.md): 300k activities 13.2 s -> 11.1 s to /dev/null, 17.6 s -> 15.3 s through
-    a pipe. No effect when PYTHONUNBUFFERED is set: stdout then has no buffer.
+    Here RECORD lines gather in `pending` and go to stdout in 256 KB blocks, written by an output thread
+    (`OutputThread`): the main thread goes on parsing while the operating system copies a block into the pipe
+    or file, which took about a fifth of its time (issue 20). Every other message (SCHEMA, STATE, BATCH,
+    ACTIVATE_VERSION) first waits for the blocks before it to be written, then is written and flushed, so a
+    target has every record before the STATE that covers it. Same bytes, same order.
 
     It also tells a stop (`stopping.Stop`) whether a message is half written, and ends the run in one line
-    when the target stopped reading (a broken pipe).
+    when the target stopped reading (a broken pipe, on whichever thread meets it).
 
-    `pending` holds RECORD lines a `DirectRecordWriter` encoded and has not handed to stdout yet; any message
-    written here goes after them. A stop does not write them: they all come after the last STATE (every message
-    written here drains them first), so a rerun sends them again anyway.
+    `pending` holds RECORD lines not handed to the output thread yet (a `DirectRecordWriter` encodes into it).
+    A stop writes what was handed over and what is pending (`drain_for_exit`), within its grace period: they
+    all come after the last STATE, so a rerun sends them again anyway.
     """
 
     writing = False
@@ -42,51 +47,117 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         self.pending = bytearray()
+        self._output: OutputThread | None = None
+        atexit.register(self._drain_at_exit)
+
+    def _drain_at_exit(self) -> None:
+        """An exit that no STATE preceded (an error, `--test`): the record lines still go out, as a plain
+        buffered stdout would have written them."""
+        if self.pending or self._output is not None:
+            self.drain_for_exit(FLUSH_GRACE_SECONDS)
 
     def write_pending(self, *, flush: bool = False) -> None:
-        """RECORD lines gathered so far to stdout's buffer (and through it, with `flush`)."""
+        """Hand the RECORD lines gathered so far to the output thread (`flush`: it flushes stdout after them,
+        so they reach the target while the tap waits for more bytes)."""
         if self.pending or flush:
-            self.writing = True
-            try:
-                self._drain_pending()
-                if flush:
-                    sys.stdout.flush()
-            except BrokenPipeError:
-                STOP.on_target_gone()
-            finally:
-                self.writing = False
-            self._after_message()
+            if self._output is None:
+                self._output = OutputThread()
+            block, self.pending = self.pending, bytearray()
+            self._output.put(block, flush=flush)
 
     def write_message(self, message: Message) -> None:
+        data = self.format_message(message)
+        if message.type == SingerMessageType.RECORD:  # the SDK's record path: in order with the direct writer's
+            self.pending += data
+            if len(self.pending) >= PENDING_BYTES:
+                self.write_pending()
+            return
+        if self.pending:
+            self.write_pending()
+        if self._output is not None:
+            self._output.wait_written()
         self.writing = True
         try:
-            if self.pending:
-                self._drain_pending()
-            sys.stdout.buffer.write(self.format_message(message))
-            if message.type != SingerMessageType.RECORD:
-                sys.stdout.flush()
-                self.states_written += message.type == SingerMessageType.STATE
+            write_all(data)
+            sys.stdout.flush()
+            self.states_written += message.type == SingerMessageType.STATE
         except BrokenPipeError:
             STOP.on_target_gone()
         finally:
             self.writing = False
-        self._after_message()
+        if self.after_message is not None:  # a termination signal arrived while this message was written
+            self.after_message()
 
     def flush_records(self) -> None:
         self.write_pending(flush=True)
 
-    def _after_message(self) -> None:
-        if self.after_message is not None:  # a termination signal arrived while this message was written
-            self.after_message()
+    def drain_for_exit(self, timeout: float) -> None:
+        """Write every record line handed over or pending, then flush stdout; give up after `timeout` seconds
+        (a target that reads no more). For a stop (from a signal handler: it takes no lock the interrupted main
+        thread may hold) and at interpreter exit."""
+        deadline = time.monotonic() + timeout
+        if self._output is not None and not self._output.wait_idle(deadline):
+            return  # still writing: the target does not read; what is left would wait for it just the same
+        if self.pending:
+            with contextlib.suppress(OSError, ValueError):
+                write_all(self.pending)
+            self.pending = bytearray()
+        flush_stdout(max(0.0, deadline - time.monotonic()))
 
-    def _drain_pending(self) -> None:
-        pending = self.pending
-        # Under PYTHONUNBUFFERED, stdout's binary layer is the raw file, which may write only part of a large write
-        # (a signal in the middle of a write to a pipe): write the rest, never drop it.
-        written = sys.stdout.buffer.write(pending)
-        while written < len(pending):
-            written += sys.stdout.buffer.write(pending[written:])
-        pending.clear()
+
+OUTPUT_BLOCKS = 4
+"""Blocks of RECORD lines (each about PENDING_BYTES) waiting for the output thread: with the block being
+written and the one being filled, at most about 1.5 MB of lines in memory; a slow target makes the main
+thread wait here."""
+
+
+class OutputThread:
+    """Writes blocks of whole lines to stdout, in order, on a thread of its own (a daemon: a stop or the
+    interpreter's exit waits for it first, `BufferedMsgSpecWriter.drain_for_exit`)."""
+
+    def __init__(self) -> None:
+        self._blocks: queue.Queue[tuple[bytearray, bool]] = queue.Queue(OUTPUT_BLOCKS)
+        self._thread = threading.Thread(target=self._run, name="stdout-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, block: bytearray, *, flush: bool = False) -> None:
+        self._blocks.put((block, flush))
+
+    def wait_written(self) -> None:
+        """Until every block handed over is written (stdout's own buffer included)."""
+        self._blocks.join()
+
+    def wait_idle(self, deadline: float) -> bool:
+        """Whether every block handed over is written by `deadline` (`time.monotonic()`). Polls rather than
+        joining the queue: a signal handler may call this while the main thread holds the queue's lock."""
+        while self._blocks.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            block, flush = self._blocks.get()
+            try:
+                write_all(block)
+                if flush or self._blocks.empty():  # nothing more to write soon: let the target have them
+                    sys.stdout.flush()
+            except BrokenPipeError:
+                STOP.on_target_gone()
+            except (OSError, ValueError) as exc:  # stdout closed under us: nothing can reach the target
+                STOP.on_output_failed(exc)
+            finally:
+                self._blocks.task_done()
+
+
+def write_all(data: bytes | bytearray) -> None:
+    """All of `data` to stdout's binary layer. Under PYTHONUNBUFFERED that layer is the raw file, which may
+    write only part of a large write (a signal in the middle of a write to a pipe): write the rest, never drop
+    it."""
+    written = sys.stdout.buffer.write(data)
+    while written < len(data):
+        written += sys.stdout.buffer.write(memoryview(data)[written:])
 
 
 ENCODER = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
@@ -96,9 +167,9 @@ COUNT_EVERY = 1000
 """Records between two increments of the SDK's record counter: it reads the clock at every increment."""
 
 PENDING_BYTES = 1 << 18
-"""RECORD lines gathered (256 KB, about 150 activities) before they go to stdout in one write. Each write to
-the OS lets the download threads take the GIL, and the main thread then waits to get it back: stdout's own
-8 KB buffer did that every five activities."""
+"""RECORD lines gathered (256 KB, about 150 activities) before they go to the output thread as one block, written
+to stdout in one write. Small writes cost a GIL hand-over each: stdout's own 8 KB buffer wrote every five
+activities."""
 
 
 class DirectRecordWriter:
@@ -130,24 +201,25 @@ class DirectRecordWriter:
 
     def write(self, records: t.Iterable[dict]) -> int:
         """Write every record of `records` (in order); how many were written, also when `records` raises.
-        They are in stdout's buffer when this returns (flushed by the next STATE, or at exit)."""
-        message, encode_into, pending = self._message, ENCODER.encode_into, self._writer.pending
+        They are with the output thread when this returns (written before the next STATE, or at exit)."""
+        writer, message, encode_into = self._writer, self._message, ENCODER.encode_into
         now, utc = dt.datetime.now, dt.timezone.utc
         written = 0
         try:
             for record in records:
+                pending = writer.pending  # a new buffer once the last one was handed over (also by `records`)
                 message["record"] = record
                 message["time_extracted"] = now(utc)
                 encode_into(message, pending, len(pending))
                 pending += b"\n"
                 written += 1
                 if len(pending) >= PENDING_BYTES:
-                    self._writer.write_pending()
+                    writer.write_pending()
                 if written % COUNT_EVERY == 0:
                     self._counter.increment(COUNT_EVERY)
         finally:
             message["record"] = None
-            self._writer.write_pending()
+            writer.write_pending()
             if written:
                 self._counter.increment(written % COUNT_EVERY)
                 self._on_written()
