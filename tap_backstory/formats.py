@@ -321,26 +321,35 @@ class RecordShaper:
         self.objects = DeclaredObject(self.properties, flattening_depth).children  # none without flattening
         self._warned_nested_extra = False
         self._converters = {name: _converter_for(spec) for name, spec in self.properties.items()}
-
-    def shape(self, record: dict) -> dict | None:
+        self.shape: t.Callable[[dict], dict | None] = self._shape_function()
         """A new dict: the declared properties (schema order, null when absent), then `_extra` if needed; None
         for a record without its primary key (when one is set)."""
-        if self.normalize is not None:
-            self.normalize(record)
-        shaped = {**self.template, **record}
-        if self.primary_key is not None and shaped[self.primary_key] is None:
-            return self._skip_keyless()
-        if len(shaped) != len(self.template):  # only an undeclared key makes it longer
-            self._move_extra(shaped)
-        for name, declared in self.objects:  # only under flattening (docs/decisions.md)
-            value = shaped[name]
-            if value.__class__ is dict and (moved := declared.pop_undeclared(value)):
-                self._move_nested_extra(shaped, name, moved)
-        for name in self.datetime_fields:
-            value = shaped[name]
-            if isinstance(value, str) and len(value) == 19 and value[10] == "T":
-                shaped[name] = value + "Z"
-        return shaped
+
+    def _shape_function(self) -> t.Callable[[dict], dict | None]:
+        """`shape`, as a closure over this shaper's settings: it runs once per record, and locals are found
+        faster than attributes (issue 20)."""
+        normalize, template, key, objects = self.normalize, self.template, self.primary_key, self.objects
+        declared_count, datetime_fields = len(self.template), self.datetime_fields
+
+        def shape(record: dict) -> dict | None:
+            if normalize is not None:
+                normalize(record)
+            shaped = {**template, **record}
+            if key is not None and shaped[key] is None:
+                return self._skip_keyless()
+            if len(shaped) != declared_count:  # only an undeclared key makes it longer
+                self._move_extra(shaped)
+            for name, declared in objects:  # only under flattening (docs/decisions.md)
+                value = shaped[name]
+                if value.__class__ is dict and (moved := declared.pop_undeclared(value)):
+                    self._move_nested_extra(shaped, name, moved)
+            for name in datetime_fields:
+                value = shaped[name]
+                if value.__class__ is str and len(value) == 19 and value[10] == "T":
+                    shaped[name] = value + "Z"
+            return shaped
+
+        return shape
 
     def _skip_keyless(self) -> None:
         if not self.keyless:
@@ -674,12 +683,15 @@ class _Stitcher:
             found = start
         return found
 
-    def chunks(self) -> t.Iterator[bytes]:
-        for chunk in self._joined():
-            self.lines += chunk.count(b"\n")
-            yield chunk
+    def chunks(self) -> t.Iterator[bytes | memoryview]:
+        """The export's bytes, in pieces (a piece may be a view into a chunk: the bulk of each chunk is handed
+        on without being copied)."""
+        yield from self._joined()
+        if self.tail:
+            self.lines += self.tail.count(b"\n")
+            yield self.tail
 
-    def _joined(self) -> t.Iterator[bytes]:
+    def _joined(self) -> t.Iterator[bytes | memoryview]:
         head: bytearray | None = None  # the start of a new file, gathered up to its first newline
         for new_file, data, label in self.parts:
             if new_file:
@@ -696,22 +708,34 @@ class _Stitcher:
                 head = None
         if head is not None:
             yield from self._begin(bytes(head))
-        if self.tail:
-            yield self.tail
 
-    def _hold_back(self, data: bytes) -> t.Iterator[bytes]:
-        data = self.tail + data if self.tail else data
-        # JSON array: the last bytes, for a closing `]`; else the last line, whole or not (whether it ends in a
-        # newline decides the boundary).
-        cut = max(0, len(data) - ARRAY_TAIL) if self.kind == "array" else data.rfind(b"\n") + 1
-        self.tail = data[cut:]
+    def _hold_back(self, data: bytes) -> t.Iterator[bytes | memoryview]:
+        """`data` handed on after the held-back tail, keeping back the new tail: for a JSON array its last bytes
+        (for a closing `]`), else its last line, whole or not (whether it ends in a newline decides the
+        boundary). `lines` counts the newlines handed on."""
+        if self.kind == "array":
+            data = self.tail + data if self.tail else data
+            cut = max(0, len(data) - ARRAY_TAIL)
+            self.tail = data[cut:]
+            if cut:
+                self.lines += data.count(b"\n", 0, cut)
+                yield memoryview(data)[:cut]
+        else:
+            cut = data.rfind(b"\n") + 1
+            start = 0
+            if cut and self.tail:  # the tail and the rest of its line: the only bytes copied
+                start = data.find(b"\n") + 1
+                self.lines += 1
+                yield self.tail + data[:start]
+            if cut > start:
+                self.lines += data.count(b"\n", start, cut)
+                yield memoryview(data)[start:cut]
+            self.tail = data[cut:] if cut else self.tail + data
         if len(self.tail) > MAX_LINE_BYTES:
             raise DataError(
                 f"{self.label}: a line longer than {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES); the export is corrupt",
                 line=self.lines + 1,
             )
-        if cut:
-            yield data[:cut]
 
     def _begin(self, head: bytes) -> t.Iterator[bytes]:
         """The bytes joining the previous file (its held-back tail) to a new file starting with `head`."""

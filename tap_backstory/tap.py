@@ -19,6 +19,7 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
+from tap_backstory import malloc
 from tap_backstory.auth import ApiKeyAuth, BackstoryTokenAuth
 from tap_backstory.batch_files import PARQUET_NEEDS_PYARROW
 from tap_backstory.client import (
@@ -600,6 +601,7 @@ def quiet_discovery() -> None:
 
 def main() -> None:
     """Console entry point: the SDK CLI, with every failure reduced to one line on stderr and exit 1."""
+    malloc.tune()  # before any thread starts
     try:
         command = TapBackstory.cli  # sets up the SDK's console logging
         if "--discover" in sys.argv[1:]:

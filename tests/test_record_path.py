@@ -67,3 +67,11 @@ def test_direct_record_path_writes_what_the_sdk_path_writes():
     # No RECORD after the last STATE: the final STATE covers every record.
     types = [m["type"] for m in direct.messages]
     assert types[-1] == "STATE" and "RECORD" in types
+
+
+def test_the_allocator_tuning_applies_on_glibc_and_yields_to_the_users_own(monkeypatch):
+    from tap_backstory import malloc
+
+    assert malloc.tune() is True  # this machine's C library is glibc (the CI image's too)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert malloc.tune() is False

@@ -29,7 +29,7 @@ def normalize_activity_shapes(record: dict) -> None:
     if type(record.get("attachment_file_names")) is str:
         record["attachment_file_names"] = [record["attachment_file_names"]]
     campaigns = record.get("campaigns")
-    if campaigns and type(campaigns) is list and any(type(item) is str for item in campaigns):
+    if campaigns and type(campaigns) is list and str in map(type, campaigns):  # no Python frame per item
         record["campaigns"] = [{"name": item} if type(item) is str else item for item in campaigns]
 
 
