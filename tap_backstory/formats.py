@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import io
 import json
+import keyword
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ import re
 import typing as t
 import zlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import msgspec
 
@@ -54,18 +56,36 @@ def unwrap_list(body: t.Any, where: str, keys: t.Sequence[str] = LIST_KEYS) -> l
     raise DataError(f"{where}: expected a list (or an object with one of {list(keys)})")
 
 
-def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
-    """Records of a JSON Lines body, or of a body holding one JSON array (or an object wrapping one)."""
+def read_json_records(
+    stream: t.BinaryIO,
+    source: str,
+    shape: t.Callable[[dict], t.Any] | None = None,
+    fast: t.Callable[[bytes], t.Any] | None = None,
+) -> t.Iterator[t.Any]:
+    """Records of a JSON Lines body, or of a body holding one JSON array (or an object wrapping one), each
+    passed through `shape` when given.
+
+    `fast` (`RecordShaper.fast_line`): reads a JSON line straight into a shaped record, or raises for a line it
+    does not take as it is (an undeclared key, a blank line, bad data); such a line is read the usual way."""
     if not hasattr(stream, "peek"):
         stream = io.BufferedReader(stream)  # type: ignore[arg-type]
     first = _peek_first_byte(stream)
     if first == b"":
         return
     if first in (b"[", b"{") and _looks_like_single_document(stream, first):
-        yield from _read_json_document(stream, source)
+        records = _read_json_document(stream, source)
+        yield from records if shape is None else map(shape, records)
         return
     decode = _RECORD_DECODER.decode
     for number, line in enumerate(stream, start=1):
+        if fast is not None:
+            try:
+                shaped = fast(line)
+            except FAST_REFUSALS:
+                pass  # read below: the usual path says what is wrong, or moves undeclared keys into `_extra`
+            else:
+                yield shaped
+                continue
         try:
             record = decode(line)  # a JSON object, or an error: no type check left for the usual line
         except (msgspec.DecodeError, RecursionError) as exc:
@@ -73,8 +93,11 @@ def read_json_records(stream: t.BinaryIO, source: str) -> t.Iterator[dict]:
             if not line.strip():
                 continue
             record = _decode_refused_line(line, exc, source, number)
-        yield record
+        yield record if shape is None else shape(record)
 
+
+FAST_REFUSALS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+"""What `RecordShaper.fast_line` raises for a line it leaves to the usual path (ValidationError is a DecodeError)."""
 
 MAX_NUMBER_DIGITS = 100
 """The longest number (in characters) a record may hold: msgspec reads integers up to 64 bits and floats up to
@@ -280,6 +303,44 @@ def _paths(moved: dict, prefix: str = "") -> t.Iterator[str]:
             yield prefix + key
 
 
+class RecordStruct(msgspec.Struct):
+    """A shaped record as `RecordShaper.fast_line` reads it: one field per declared property, in schema order,
+    null by default, so msgspec encodes it to the very JSON of `RecordShaper.shape`'s dict. It reads and writes
+    by property name like a dict (`get`, `[]`), for the streams' `normalize` hooks."""
+
+    attributes: ClassVar[dict[str, str]] = {}  # `ClassVar` by that name: msgspec reads the annotation
+    """Property name -> field name (a property that is no usable Python name gets `field_<n>`)."""
+
+    def get(self, key: str, default: t.Any = None) -> t.Any:
+        name = self.attributes.get(key)
+        return default if name is None else getattr(self, name)
+
+    def __getitem__(self, key: str) -> t.Any:
+        return getattr(self, self.attributes[key])
+
+    def __setitem__(self, key: str, value: t.Any) -> None:
+        setattr(self, self.attributes[key], value)
+
+
+def record_struct(properties: dict) -> type[RecordStruct]:
+    """The `RecordStruct` type of a schema's properties: an undeclared key makes decoding fail."""
+    taken = set(dir(RecordStruct))
+    attributes = {
+        name: name
+        if name.isidentifier() and not name.startswith("_") and not keyword.iskeyword(name) and name not in taken
+        else f"field_{number}"
+        for number, name in enumerate(properties)
+    }
+    return msgspec.defstruct(
+        "Record",
+        [(attributes[name], t.Any, None) for name in properties],
+        bases=(RecordStruct,),
+        forbid_unknown_fields=True,
+        rename={field: name for name, field in attributes.items() if field != name},
+        namespace={"attributes": attributes},
+    )
+
+
 class RecordShaper:
     """Makes a raw API record match its stream schema.
 
@@ -324,6 +385,13 @@ class RecordShaper:
         self.shape: t.Callable[[dict], dict | None] = self._shape_function()
         """A new dict: the declared properties (schema order, null when absent), then `_extra` if needed; None
         for a record without its primary key (when one is set)."""
+        self.fast_line: t.Callable[[bytes], RecordStruct | None] | None = (
+            None if self.objects else self._fast_line_function()
+        )
+        """One JSON line read straight into its shaped record, a `RecordStruct` (None: no primary key); raises
+        FAST_REFUSALS for a line holding an undeclared key, or anything but a plain JSON object, which
+        `read_json_records` then reads the usual way (decoded into a dict, then `shape`). Only for records no
+        one but msgspec sees (they are not dicts); none under flattening."""
 
     def _shape_function(self) -> t.Callable[[dict], dict | None]:
         """`shape`, as a closure over this shaper's settings: it runs once per record, and locals are found
@@ -350,6 +418,30 @@ class RecordShaper:
             return shaped
 
         return shape
+
+    def _fast_line_function(self) -> t.Callable[[bytes], RecordStruct | None]:
+        """`fast_line`: issue 20. Decoding into a struct of the declared properties (null by default, an
+        undeclared key refused) is `shape`'s merge for free, and it decodes and encodes faster than a dict;
+        what is left per record is the primary key and the date-times, as in `shape`."""
+        record_type = record_struct(self.properties)
+        decode = msgspec.json.Decoder(record_type).decode
+        attribute = record_type.attributes
+        normalize, key = self.normalize, attribute.get(self.primary_key) if self.primary_key else None
+        datetime_attributes = tuple(attribute[name] for name in self.datetime_fields)
+
+        def fast_line(line: bytes) -> RecordStruct | None:
+            record = decode(line)
+            if normalize is not None:
+                normalize(record)  # type: ignore[arg-type]  # a RecordStruct reads and writes like a dict
+            if key is not None and getattr(record, key) is None:
+                return self._skip_keyless()
+            for name in datetime_attributes:
+                value = getattr(record, name)
+                if value.__class__ is str and len(value) == 19 and value[10] == "T":
+                    setattr(record, name, value + "Z")
+            return record
+
+        return fast_line
 
     def _skip_keyless(self) -> None:
         if not self.keyless:

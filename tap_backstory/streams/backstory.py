@@ -60,10 +60,15 @@ class BackstoryExportStream(TapStream):
             normalize=self.normalize_shapes,
         )
 
+    records_are_encoded_directly = False
+    """Set for a sync whose records only msgspec sees (`TapStream.records_encoded_directly`): they are then read
+    as `RecordStruct`s (`RecordShaper.fast_line`), not dicts."""
+
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
         """Shaped records of one downloaded file, those without their primary key left out (the shaper answers
-        None for them, counted: `RecordShaper.keyless`). `filter`/`map`: no Python frame of its own per record."""
-        return filter(None, map(self.shaper.shape, read_json_records(body, source)))
+        None for them, counted: `RecordShaper.keyless`). `filter`: no Python frame of its own per record."""
+        fast = self.shaper.fast_line if self.records_are_encoded_directly else None
+        return filter(None, read_json_records(body, source, self.shaper.shape, fast))
 
     def generate_child_contexts(self, record: dict, context: dict | None) -> t.Iterable[dict | None]:
         """No stream is a child of an export stream: hand nothing down (the SDK's default builds, copies and
@@ -140,6 +145,7 @@ class BackstoryExportStream(TapStream):
         ]
         last_start = windows[-1].start if windows else None
         direct = self.direct_record_writer(context)  # None: the records go through the SDK's loop
+        self.records_are_encoded_directly = self.records_encoded_directly(context)
         for item, (spec, job_id, records) in zip(planned, self._engine(state).run(specs), strict=True):
             try:
                 if direct is None:
