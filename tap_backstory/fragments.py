@@ -64,6 +64,8 @@ PROGRESS_SECONDS = 20.0
 for a slow step without the log going silent past 30 s."""
 PROGRESS_ENV_VAR = "TAP_BACKSTORY_PROGRESS_SECONDS"
 """Overrides PROGRESS_SECONDS (tests; unset in production)."""
+WIDEN_AFTER_WAITING = 0.25
+"""Seconds the reader waits for bytes, in all, before one more fragment may download at once (`_Gate`)."""
 WAIT_STEP_SECONDS = 1.0
 """A reader waiting for bytes wakes up this often (to log progress)."""
 
@@ -189,7 +191,8 @@ class _Spool:
 
 class _Gate:
     """When downloads may start: in the order they were asked for, at most `allowed` at once, `allowed` growing
-    by one (up to `most`, `fragment_concurrency`) each time the reader waits for bytes (`widen`).
+    by one (up to `most`, `fragment_concurrency`) for every WIDEN_AFTER_WAITING seconds the reader waited for
+    bytes (`widen`).
 
     Parallel fragments are for links slower than parsing. On a faster one (a nearby server, loopback) one
     download at a time keeps the reader fed, and every extra one only costs CPU: its thread takes the GIL from
@@ -244,16 +247,25 @@ class _Gate:
 class _SpoolStream:
     """A readable binary stream over a `_Spool`, blocking until bytes arrive; EOF once the download ended."""
 
-    def __init__(self, spool: _Spool, tick: t.Callable[[], None], idle: t.Callable[[], None]) -> None:
+    def __init__(
+        self,
+        spool: _Spool,
+        tick: t.Callable[[], None],
+        idle: t.Callable[[], None],
+        resumed: t.Callable[[], None] = lambda: None,
+    ) -> None:
         self.spool = spool
         self.tick = tick
         self.idle = idle
+        self.resumed = resumed
         self.position = 0
 
     def read(self, size: int = -1) -> bytes:
         spool = self.spool
         if spool.size <= self.position and not spool.done:
             self.idle()  # about to wait for bytes: whoever holds parsed records lets them go first
+            spool.wait(lambda: spool.size > self.position, self.tick)
+            self.resumed()
         spool.wait(lambda: spool.size > self.position, self.tick)
         if spool.error is not None and spool.size <= self.position:
             raise spool.error
@@ -302,6 +314,7 @@ class FragmentReader:
         self._size = 0
         self._job_id = ""
         self._gate = _Gate(concurrency)
+        self._wait_started = self._waited = 0.0
 
     def files(self, job_id: str, info: dict, window: object = None) -> t.Iterator[Fragment]:
         """The fragments `info` (the Completed job's status) announces, in order (`window` only names the job
@@ -415,7 +428,7 @@ class FragmentReader:
                         number,
                     )
                 yield Fragment(
-                    _SpoolStream(spool, self._progress, self._waiting),
+                    _SpoolStream(spool, self._progress, self._waiting, self._resumed),
                     _name(job_id, number),
                     _charset(headers.get("content-type", "")),
                     headers.get("content-encoding", "").strip().lower(),
@@ -441,9 +454,17 @@ class FragmentReader:
                 spool.close()
 
     def _waiting(self) -> None:
-        """The reader is about to wait for bytes still on the way: the link is slower than parsing."""
-        self._gate.widen()
+        """The reader is about to wait for bytes still on the way."""
+        self._wait_started = self.clock.monotonic()
         self.on_idle()
+
+    def _resumed(self) -> None:
+        """Bytes came: every WIDEN_AFTER_WAITING seconds of waiting in all, one more download may run (the link,
+        not the first answer's latency, is slower than parsing)."""
+        self._waited += self.clock.monotonic() - self._wait_started
+        if self._waited >= WIDEN_AFTER_WAITING:
+            self._waited = 0.0
+            self._gate.widen()
 
     def _ignore_warning(self, job_id: str, evidence: str) -> None:
         self.log.warning(

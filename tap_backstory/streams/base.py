@@ -172,7 +172,7 @@ class TapStream(Stream):
 
     def flush_records(self) -> None:
         """Hand the RECORD lines written so far to the target now (the reader is about to wait for bytes): the
-        first record follows the first bytes of a slow download, not the end of a 256 KB buffer."""
+        first record follows the first bytes of a slow download, not the end of a 1 MB buffer."""
         writer = self._tap.message_writer
         if isinstance(writer, BufferedMsgSpecWriter) and not self.get_batch_config(self.config):
             writer.flush_records()
@@ -208,7 +208,7 @@ class TapStream(Stream):
 
         The SDK's default holds each chunk of `batch_size` records in memory (~200 MB of dicts at 10,000
         activities), encodes with simplejson and compresses at level 9. Here `BatchFileWriter` encodes each
-        record with msgspec into 1 MB chunks, gzip-compressed by ISA-L (level 2) on a thread of its own, so
+        record with msgspec into 4 MB chunks, gzip-compressed by ISA-L (level 2) on a thread of its own, so
         memory stays flat and compression runs beside the record path. Files, names and messages are as in the SDK:
         `{prefix}{tap}--{stream}-{uuid}-{n}.json.gz`, one BATCH message (then STATE) per file. The next
         record is read before a file is announced, so when the last file goes out the stream's state is final.
@@ -234,11 +234,7 @@ class TapStream(Stream):
             # Not `storage.open`: a child stream synced while this file is written would end its transaction
             # (tap_backstory/batch_files.py).
             with publish(storage, filename) as raw, BatchFileWriter(raw, compress=compress) as out:
-                for _ in range(batch_config.batch_size):
-                    out.write(record)
-                    record = next(records, None)
-                    if record is None:
-                        break
+                record = out.write_records(record, records, batch_config.batch_size)
             yield batch_config.encoding, [storage.get_url(filename)]
 
     def _parquet_batches(
