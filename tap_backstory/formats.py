@@ -88,6 +88,8 @@ def read_json_records(
                 continue
         try:
             record = decode(line)  # a JSON object, or an error: no type check left for the usual line
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{source}: line {number} {_not_utf8(exc)}", line=number) from None
         except (msgspec.DecodeError, RecursionError) as exc:
             # Rare: a blank line, or what msgspec refuses and `json` reads (NaN), or bad data.
             if not line.strip():
@@ -109,6 +111,10 @@ def _decode_refused_line(line: bytes, refusal: Exception, source: str, number: i
     refusal (NaN, a line that is not an object, bad data) gets a second reading by `json` (it takes NaN), within
     the same number bounds."""
     where = f"{source}: line {number}"
+    try:
+        line.decode()
+    except UnicodeDecodeError as exc:  # `json` would call it invalid JSON
+        raise DataError(f"{where} {_not_utf8(exc)}", line=number) from None
     if isinstance(refusal, RecursionError):
         raise DataError(f"{where} is nested deeper than the JSON decoder allows", line=number) from None
     if isinstance(refusal, msgspec.ValidationError) and "out of range" in str(refusal):
@@ -258,6 +264,8 @@ def read_csv_records(stream: t.BinaryIO, source: str) -> t.Iterator[tuple[int, d
             yield reader.line_num, dict(zip(header, row, strict=True))
     except csv.Error as exc:
         raise DataError(f"{source}: line {reader.line_num} is not valid CSV ({exc})") from None
+    except UnicodeDecodeError as exc:  # the byte layer checks CSV bodies; this is the parser's own guard
+        raise DataError(f"{source}: near line {reader.line_num + 1} {_not_utf8(exc)}") from None
 
 
 class DeclaredObject:
@@ -611,7 +619,9 @@ def read_export(
     (see `_Stitcher`). Memory holds a chunk and a line, never a whole file. A `DataError` found on a line is
     told with the fragment that line came from."""
     parts = (part if isinstance(part, Part) else Part(*part) for part in files)
-    stitcher = _Stitcher(_decoded(parts))
+    # JSON Lines are read by msgspec, which refuses invalid UTF-8 itself (line by line): once the data shows it
+    # is JSON Lines, the byte layer stops checking what the parser checks anyway (issue 20).
+    stitcher = _Stitcher(_decoded(parts, parser_checks_utf8=lambda: stitcher.kind == "lines"))
     stream = io.BufferedReader(_ChunkReader(stitcher.chunks()), STITCH_CHUNK)
     try:
         yield from parse(stream, source)
@@ -626,14 +636,16 @@ def _max_decoded_bytes() -> int:
     return int(os.environ.get(MAX_DECODED_ENV_VAR) or MAX_DECODED_BYTES)
 
 
-def _decoded(parts: t.Iterable[Part]) -> t.Iterator[tuple[bool, bytes, str]]:
+def _decoded(
+    parts: t.Iterable[Part], parser_checks_utf8: t.Callable[[], bool] = lambda: False
+) -> t.Iterator[tuple[bool, bytes, str]]:
     """(starts a new file, bytes, label) of the files as UTF-8 text: gzip members decompressed, text decoded
     from its declared charset or checked as UTF-8.
 
     A gzip member may run on into the next fragments (one gzip file cut into slices): only a member's end
     starts a new file there. Anything undecodable, or decoding past the bounds, raises `DataError` naming the
     fragment."""
-    check: codecs.IncrementalDecoder = codecs.getincrementaldecoder("utf-8")()
+    check: codecs.IncrementalDecoder | None = codecs.getincrementaldecoder("utf-8")()  # None: the parser checks
     transcode: codecs.IncrementalDecoder | None = None  # from a declared charset other than UTF-8
     charset_name = "utf-8"
     member = None  # the gzip member being decompressed
@@ -644,10 +656,10 @@ def _decoded(parts: t.Iterable[Part]) -> t.Iterator[tuple[bool, bytes, str]]:
         label = part.label
         charset = _codec_name(part.charset, label)
         if charset != charset_name:  # the previous fragments' text must have ended whole
-            if transcode is None:
-                _check_utf8(check, b"", label, offset, final=True)
-            else:
+            if transcode is not None:
                 _transcode(transcode, b"", label, charset_name, final=True)
+            elif check is not None:
+                _check_utf8(check, b"", label, offset, final=True)
             charset_name = charset
             transcode = None if charset == "utf-8" else codecs.getincrementaldecoder(charset)()
         encoding = part.encoding.strip().lower()
@@ -689,10 +701,13 @@ def _decoded(parts: t.Iterable[Part]) -> t.Iterator[tuple[bool, bytes, str]]:
                 decoded += len(text)
                 if decoded > ceiling:
                     raise DataError(f"{label}: decodes to more than {ceiling} bytes (MAX_DECODED_BYTES); refusing it")
-                if transcode is None:
-                    _check_utf8(check, text, label, offset)
-                else:
+                if transcode is not None:
                     text = _transcode(transcode, text, label, charset_name)
+                elif check is not None:
+                    if parser_checks_utf8():
+                        check = None
+                    else:
+                        _check_utf8(check, text, label, offset)
                 offset += len(text)
                 yield new_file, text, label
                 new_file = False
@@ -705,10 +720,10 @@ def _decoded(parts: t.Iterable[Part]) -> t.Iterator[tuple[bool, bytes, str]]:
                 member = None
     if member is not None:
         raise DataError(f"{label}: its gzip file ends before the gzip end marker; the export is truncated")
-    if transcode is None:
-        _check_utf8(check, b"", label, offset, final=True)
-    else:
+    if transcode is not None:
         _transcode(transcode, b"", label, charset_name, final=True)
+    elif check is not None:
+        _check_utf8(check, b"", label, offset, final=True)
 
 
 def _codec_name(charset: str | None, label: str) -> str:
@@ -735,15 +750,18 @@ def _starts_gzip(chunk: bytes) -> bool:
     return bool(chunk) and GZIP_MAGIC.startswith(chunk[:2])  # a one-byte slice may hold half the magic
 
 
+def _not_utf8(error: UnicodeDecodeError) -> str:
+    return (
+        f"is not valid UTF-8 ({error.reason}); the tap reads UTF-8 text, or the charset a Content-Type declares"
+    )
+
+
 def _check_utf8(decoder: codecs.IncrementalDecoder, text: bytes, label: str, offset: int, final: bool = False) -> None:
     pending = len(decoder.getstate()[0])
     try:
         decoder.decode(text, final)
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{label}: byte {offset - pending + exc.start} is not valid UTF-8 ({exc.reason}); "
-            "the tap reads UTF-8 text, or the charset a Content-Type declares"
-        ) from None
+        raise DataError(f"{label}: byte {offset - pending + exc.start} {_not_utf8(exc)}") from None
 
 
 class _Stitcher:
