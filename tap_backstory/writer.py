@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import datetime as dt
 import queue
 import sys
 import threading
@@ -17,6 +16,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter, enc_hook
 from singer_sdk.singerlib import SingerMessageType
 from singer_sdk.singerlib.encoding.simple import Message
 
+from tap_backstory.sdk import utc_now
 from tap_backstory.stopping import FLUSH_GRACE_SECONDS, STOP, flush_stdout
 
 if t.TYPE_CHECKING:
@@ -161,6 +161,10 @@ def write_all(data: bytes | bytearray) -> None:
 
 
 ENCODER = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
+_RECORD_SLOT = msgspec.Raw(b"\x00")
+_SLOT_BYTES = b"\x00"
+"""Where the record goes in an encoded RECORD message: a NUL byte, which encoded JSON never holds (msgspec
+escapes it in strings), marks the cut between the message's head and tail."""
 """Configured as the SDK's msgspec writer's encoder (`singer_sdk.contrib.msgspec.encoder`): the same bytes."""
 
 COUNT_EVERY = 1000
@@ -176,8 +180,11 @@ class DirectRecordWriter:
     """Writes one stream's RECORD messages to stdout straight from the record dicts.
 
     The bytes are those `BufferedMsgSpecWriter` writes for `RecordMessage(stream, record, version,
-    time_extracted=now)` (same keys in the same order, same encoder, `time_extracted` taken per record),
-    gathered in that writer's `pending` buffer, so the order with every other message is kept. What it leaves
+    time_extracted=now)` (same keys in the same order, same encoder), gathered in that writer's `pending`
+    buffer, so the order with every other message is kept. The message around the record is encoded once per
+    block of lines (`_frame`): `time_extracted` is read when a block starts (the records of one 1 MB block,
+    about 600 activities, are read within milliseconds; a block is handed on before the reader waits for
+    bytes, so no record carries a time from before a wait). What it leaves
     out is the SDK's per-record chain (about 10 Python calls, a message object and a dict per record), which
     did nothing for such a stream: `TapStream.direct_record_writer` hands one out only when no stream map,
     flattening, deselected property, record limit, `post_process`, partition or child stream is in play.
@@ -192,33 +199,36 @@ class DirectRecordWriter:
         on_written: t.Callable[[], None],
     ) -> None:
         self._writer = writer
-        self._message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": None}
+        self._message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": _RECORD_SLOT}
         if version is not None:
             self._message["version"] = version
-        self._message["time_extracted"] = None
         self._counter = counter
         self._on_written = on_written
+
+    def _frame(self) -> tuple[bytes, bytes]:
+        """The bytes of a RECORD message before and after its record, `time_extracted` read now."""
+        head, _, tail = ENCODER.encode({**self._message, "time_extracted": utc_now()}).partition(_SLOT_BYTES)
+        return head, tail + b"\n"
 
     def write(self, records: t.Iterable[dict]) -> int:
         """Write every record of `records` (in order); how many were written, also when `records` raises.
         They are with the output thread when this returns (written before the next STATE, or at exit)."""
-        writer, message, encode_into = self._writer, self._message, ENCODER.encode_into
-        now, utc = dt.datetime.now, dt.timezone.utc
+        writer, encode_into = self._writer, ENCODER.encode_into
+        pending, head, tail = writer.pending, *self._frame()
         written = 0
         try:
             for record in records:
-                pending = writer.pending  # a new buffer once the last one was handed over (also by `records`)
-                message["record"] = record
-                message["time_extracted"] = now(utc)
-                encode_into(message, pending, len(pending))
-                pending += b"\n"
+                if writer.pending is not pending:  # handed over (below, or flushed while `records` waited)
+                    pending, (head, tail) = writer.pending, self._frame()
+                pending += head
+                encode_into(record, pending, len(pending))
+                pending += tail
                 written += 1
                 if len(pending) >= PENDING_BYTES:
                     writer.write_pending()
                 if written % COUNT_EVERY == 0:
                     self._counter.increment(COUNT_EVERY)
         finally:
-            message["record"] = None
             writer.write_pending()
             if written:
                 self._counter.increment(written % COUNT_EVERY)
