@@ -46,6 +46,7 @@ class BatchFileWriter:
         self._chunks: queue.Queue[bytes | None] = queue.Queue(QUEUED_CHUNKS)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._ending = False
         if self._gzip is not None:
             self._thread = threading.Thread(target=self._compress, name="batch-gzip", daemon=True)
             self._thread.start()
@@ -78,6 +79,15 @@ class BatchFileWriter:
         self._raise_error()
         self._chunks.put(chunk)
 
+    def end_soon(self) -> None:
+        """No more records: hand on what is buffered and let the compressing thread end on its own, without
+        waiting for it (leaving the block waits). The next file's records are encoded meanwhile."""
+        if self._buffer:
+            self._hand_off()
+        if self._thread is not None and not self._ending:
+            self._ending = True
+            self._chunks.put(None)
+
     def _compress(self) -> None:
         assert self._gzip is not None
         while (chunk := self._chunks.get()) is not None:
@@ -98,7 +108,8 @@ class BatchFileWriter:
         if exc_type is None and self._buffer:
             self._hand_off()
         if self._thread is not None:
-            self._chunks.put(None)
+            if not self._ending:
+                self._chunks.put(None)
             self._thread.join()
         if self._gzip is not None:
             self._gzip.close()  # the gzip trailer; `raw` stays open

@@ -177,7 +177,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.IntegerType(minimum=1, maximum=16),
         default=4,
         title="Parallel fragment downloads",
-        description="How many fragments of a completed export are downloaded at once.",
+        description=(
+            "The most fragments of a completed export downloaded at once: downloads start one at a time and "
+            "widen up to this many while the tap waits for bytes (a link slower than parsing)."
+        ),
     ),
     th.Property(
         "fragment_mode",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
+import sys
 import typing as t
 import uuid
 
@@ -227,15 +229,37 @@ class TapStream(Stream):
         compress = batch_config.encoding.compression == "gzip"
         records = self._records_for_batches(context)
         record = next(records, None)
-        for number in itertools.count(1):
-            if record is None:
-                return
-            filename = f"{storage.prefix or ''}{sync_id}-{number}.json" + (".gz" if compress else "")
-            # Not `storage.open`: a child stream synced while this file is written would end its transaction
-            # (tap_backstory/batch_files.py).
-            with publish(storage, filename) as raw, BatchFileWriter(raw, compress=compress) as out:
-                record = out.write_records(record, records, batch_config.batch_size)
-            yield batch_config.encoding, [storage.get_url(filename)]
+        # A file is published and announced once the next one is written: its last chunks compress meanwhile,
+        # on the other core, instead of the parser waiting for them (issue 20).
+        finishing: tuple[contextlib.ExitStack, str] | None = None
+        try:
+            for number in itertools.count(1):
+                if record is None:
+                    break
+                filename = f"{storage.prefix or ''}{sync_id}-{number}.json" + (".gz" if compress else "")
+                with contextlib.ExitStack() as stack:
+                    # Not `storage.open`: a child stream synced while this file is written would end its
+                    # transaction (tap_backstory/batch_files.py).
+                    out = stack.enter_context(BatchFileWriter(stack.enter_context(publish(storage, filename)),
+                                                              compress=compress))
+                    record = out.write_records(record, records, batch_config.batch_size)
+                    out.end_soon()
+                    written = (stack.pop_all(), storage.get_url(filename))
+                finished, finishing = finishing, written
+                if record is None:
+                    # The records ended, so the stream's state is final: the files still unannounced go out in
+                    # one BATCH message, and the state the SDK writes after it is the first to be final.
+                    done = [item for item in (finished, finishing) if item is not None]
+                    finishing = None
+                    for stack, _ in done:
+                        stack.close()
+                    yield batch_config.encoding, [url for _, url in done]
+                elif finished is not None:
+                    finished[0].close()
+                    yield batch_config.encoding, [finished[1]]
+        finally:
+            if finishing is not None:  # an error in the next file: this one is not published either
+                finishing[0].__exit__(*sys.exc_info())
 
     def _parquet_batches(
         self, batch_config: BatchConfig, context: dict | None
