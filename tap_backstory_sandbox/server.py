@@ -94,6 +94,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         sb = self.server.sandbox
         throttle = faults.Throttle(sb.state.settings.bandwidth_bytes_per_sec if resp.throttle else 0)
+        with sb.state.lock:
+            stats = sb.state.stats
+            stats.data_streams += 1
+            stats.max_data_streams = max(stats.max_data_streams, stats.data_streams)
+        try:
+            sent = self._stream_body(resp, chunked, throttle)
+        finally:
+            with sb.state.lock:
+                sb.state.stats.data_streams -= 1
+        with sb.state.lock:
+            sb.state.stats.data_bytes_sent += sent
+
+    def _stream_body(self, resp: Response, chunked: bool, throttle: faults.Throttle) -> int:
+        """Sends a streamed body (cut off where `drop_after` says); the bytes sent."""
         sent = 0
         for chunk in resp.stream:
             if resp.drop_after is not None and sent + len(chunk) >= resp.drop_after:
@@ -110,8 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
             if resp.drop_after is not None:  # body shorter than expected: still cut the connection
                 self._hard_close()
-        with sb.state.lock:
-            sb.state.stats.data_bytes_sent += sent
+        return sent
 
     def _send(self, chunk: bytes, chunked: bool, throttle: faults.Throttle) -> None:
         step = throttle.chunk_size()

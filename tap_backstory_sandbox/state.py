@@ -65,6 +65,8 @@ class Stats:
         self.fragment_requests = 0
         self.data_requests = 0
         self.data_bytes_sent = 0
+        self.data_streams = 0  # Backstory data bodies being sent right now
+        self.max_data_streams = 0  # the most at once: how many fragment downloads a client ran in parallel
         self.token_requests: Counter[str] = Counter()
         self.searches_created = 0
         self.previews = 0
@@ -89,6 +91,7 @@ class Stats:
             "fragment_requests": self.fragment_requests,
             "data_requests": self.data_requests,
             "data_bytes_sent": self.data_bytes_sent,
+            "max_data_streams": self.max_data_streams,
             "token_requests": dict(self.token_requests),
             "searches_created": self.searches_created,
             "previews": self.previews,

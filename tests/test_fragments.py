@@ -10,6 +10,8 @@ import csv
 import gzip
 import io
 import json
+import threading
+import time
 
 import pytest
 
@@ -128,3 +130,33 @@ def test_a_pretty_printed_document_cut_anywhere_even_inside_a_number():
     body = json.dumps({"data": records}, indent=2, ensure_ascii=False).encode()
     for fragments in cuts(body):
         assert read(fragments) == records, fragments
+
+
+def test_downloads_start_in_order_one_at_a_time_and_widen_up_to_the_concurrency():
+    from tap_backstory.fragments import _Gate
+
+    gate, started = _Gate(2), []
+
+    def download(ticket: int, cancelled: bool = False) -> threading.Thread:
+        def run() -> None:
+            if gate.enter(ticket, lambda: cancelled):
+                started.append(ticket)
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    tickets = [gate.ticket() for _ in range(4)]
+    threads = [download(tickets[3]), download(tickets[2], cancelled=True), download(tickets[1]), download(tickets[0])]
+    time.sleep(0.2)
+    assert started == [0]  # one at a time, the first asked for first
+    gate.widen()
+    time.sleep(0.2)
+    assert started == [0, 1]  # one more: the next in order (ticket 2, no longer wanted, passes its turn later)
+    gate.widen()  # at most 2: no change
+    time.sleep(0.2)
+    assert started == [0, 1]
+    gate.leave()
+    threads[2].join(1)
+    threads[0].join(1)
+    assert started == [0, 1, 3] and gate.running == 2  # ticket 2 passed its turn without running
+    gate.close()

@@ -141,3 +141,5 @@ def test_records_stream_while_a_slow_download_goes_on_with_progress_lines():
         assert first_record is not None and ended - first_record > 3, log[-3000:]  # the download went on
         progress = [line for line in log.splitlines() if "bytes received (" in line and "% of " in line]
         assert progress, log[-3000:]
+        # Downloads start one at a time and widen while the reader waits: on this slow link, to all 4.
+        assert sb.stats()["max_data_streams"] == 4, log[-3000:]
