@@ -121,7 +121,7 @@ def _progress_seconds() -> float:
 class _Spool:
     """One download's bytes on disk as they arrive: a download thread appends, the reader reads behind it."""
 
-    def __init__(self, number: int | None, name: str, ticket: int = 0) -> None:
+    def __init__(self, number: int | None, name: str, ticket: int) -> None:
         self.number = number
         self.name = name
         self.ticket = ticket  # its turn at the `_Gate`
@@ -252,7 +252,7 @@ class _SpoolStream:
         spool: _Spool,
         tick: t.Callable[[], None],
         idle: t.Callable[[], None],
-        resumed: t.Callable[[], None] = lambda: None,
+        resumed: t.Callable[[], None],
     ) -> None:
         self.spool = spool
         self.tick = tick
@@ -266,7 +266,6 @@ class _SpoolStream:
             self.idle()  # about to wait for bytes: whoever holds parsed records lets them go first
             spool.wait(lambda: spool.size > self.position, self.tick)
             self.resumed()
-        spool.wait(lambda: spool.size > self.position, self.tick)
         if spool.error is not None and spool.size <= self.position:
             raise spool.error
         available = spool.size - self.position

@@ -161,11 +161,11 @@ def write_all(data: bytes | bytearray) -> None:
 
 
 ENCODER = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
-_RECORD_SLOT = msgspec.Raw(b"\x00")
-_SLOT_BYTES = b"\x00"
+"""Configured as the SDK's msgspec writer's encoder (`singer_sdk.contrib.msgspec.encoder`): the same bytes."""
+
+_SLOT = b"\x00"
 """Where the record goes in an encoded RECORD message: a NUL byte, which encoded JSON never holds (msgspec
 escapes it in strings), marks the cut between the message's head and tail."""
-"""Configured as the SDK's msgspec writer's encoder (`singer_sdk.contrib.msgspec.encoder`): the same bytes."""
 
 COUNT_EVERY = 1000
 """Records between two increments of the SDK's record counter: it reads the clock at every increment."""
@@ -199,7 +199,7 @@ class DirectRecordWriter:
         on_written: t.Callable[[], None],
     ) -> None:
         self._writer = writer
-        self._message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": _RECORD_SLOT}
+        self._message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": msgspec.Raw(_SLOT)}
         if version is not None:
             self._message["version"] = version
         self._counter = counter
@@ -207,7 +207,7 @@ class DirectRecordWriter:
 
     def _frame(self) -> tuple[bytes, bytes]:
         """The bytes of a RECORD message before and after its record, `time_extracted` read now."""
-        head, _, tail = ENCODER.encode({**self._message, "time_extracted": utc_now()}).partition(_SLOT_BYTES)
+        head, _, tail = ENCODER.encode({**self._message, "time_extracted": utc_now()}).partition(_SLOT)
         return head, tail + b"\n"
 
     def write(self, records: t.Iterable[dict]) -> int:

@@ -61,8 +61,9 @@ class BackstoryExportStream(TapStream):
         )
 
     records_are_encoded_directly = False
-    """Set for a sync whose records only msgspec sees (`TapStream.records_encoded_directly`): they are then read
-    as `RecordStruct`s (`RecordShaper.fast_line`), not dicts."""
+    """Set for a sync whose records only msgspec sees (the direct writer, or
+    `TapStream.batches_encode_records_directly`): they are then read as `RecordStruct`s
+    (`RecordShaper.fast_line`), not dicts."""
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
         """Shaped records of one downloaded file, those without their primary key left out (the shaper answers
@@ -145,7 +146,7 @@ class BackstoryExportStream(TapStream):
         ]
         last_start = windows[-1].start if windows else None
         direct = self.direct_record_writer(context)  # None: the records go through the SDK's loop
-        self.records_are_encoded_directly = self.records_encoded_directly(context)
+        self.records_are_encoded_directly = direct is not None or self.batches_encode_records_directly(context)
         for item, (spec, job_id, records) in zip(planned, self._engine(state).run(specs), strict=True):
             try:
                 if direct is None:

@@ -164,13 +164,11 @@ class TapStream(Stream):
         writer = self._tap.message_writer
         return DirectRecordWriter(writer, self.name, self._stream_version, self._record_counter, written)
 
-    def records_encoded_directly(self, context: dict | None) -> bool:
-        """Whether only msgspec sees this sync's records (so they need not be dicts): the direct writer, or the
-        JSON Lines BATCH writer when the SDK's per-record steps are idle (`_records_for_batches`)."""
+    def batches_encode_records_directly(self, context: dict | None) -> bool:
+        """Whether the JSON Lines BATCH writer takes this sync's records straight from `get_records` (the SDK's
+        per-record steps idle, `_records_for_batches`): only msgspec sees them, as with the direct writer."""
         batch = self.get_batch_config(self.config)
-        if batch is not None and batch.encoding.format == "jsonl":
-            return self._sdk_record_steps_idle(context)
-        return self.direct_record_writer(context) is not None
+        return batch is not None and batch.encoding.format == "jsonl" and self._sdk_record_steps_idle(context)
 
     def flush_records(self) -> None:
         """Hand the RECORD lines written so far to the target now (the reader is about to wait for bytes): the
