@@ -5,7 +5,7 @@
 EXPORT.body: a JSON Lines activities export, e.g. one the benchmark's sandbox rendered into its cache
 (`bench.py --cache-dir /tmp/perf-cache`, then the largest `/tmp/perf-cache/activities-*.body`). Its first N
 lines are cut into 4 fragments held in memory and read through the tap's own `read_export` → `RecordShaper`
-(`read_json_blocks`, as for the direct writer) → `DirectRecordWriter` into a buffer that is dropped at each hand-over,
+(`fast_line`, as for the direct writer) → `DirectRecordWriter` into a buffer that is dropped at each hand-over,
 so no download, disk or stdout is measured. The floor: msgspec decoding each line and encoding a RECORD message
 around it, as `bare.py --msgspec` does. CPU time of this thread, best of `--rounds`, alternating the two.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from tap_backstory.formats import Part, RecordShaper, read_export, read_json_blocks
+from tap_backstory.formats import Part, RecordShaper, read_export, read_json_records
 from tap_backstory.streams.backstory import normalize_activity_shapes
 from tap_backstory.writer import ENCODER, DirectRecordWriter
 
@@ -47,7 +47,7 @@ def tap_path(fragments: list[bytes]) -> tuple[float, int]:
     shaper = RecordShaper(SCHEMA, "activities", primary_key="uid", normalize=normalize_activity_shapes)
 
     def parse(body: io.BufferedReader, source: str):  # as `BackstoryExportStream.parse` with the direct writer
-        return read_json_blocks(body, source, shaper)
+        return filter(None, read_json_records(body, source, shaper.shape, shaper.fast_line))
 
     parts = [Part(io.BytesIO(fragment), f"fragment {number}") for number, fragment in enumerate(fragments)]
     writer = DirectRecordWriter(DroppingWriter(), "activities", None, NoCounter(), lambda: None)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ bytes, as fast as the record path allows (issue 20; docs/performance.md "BATCH")
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import typing as t
@@ -28,7 +29,7 @@ QUEUED_CHUNKS = 4
 """Chunks waiting for compression at most: memory stays bounded (about 20 MB) when compression is the slower
 side."""
 
-_ENCODE_LINES = msgspec.json.Encoder(enc_hook=str, decimal_format="number").encode_lines
+_ENCODE_INTO = msgspec.json.Encoder(enc_hook=str, decimal_format="number").encode_into
 
 
 class BatchFileWriter:
@@ -50,24 +51,25 @@ class BatchFileWriter:
             self._thread = threading.Thread(target=self._compress, name="batch-gzip", daemon=True)
             self._thread.start()
 
-    def write_blocks(self, first: list, blocks: t.Iterator[list], limit: int) -> list | None:
-        """Write the records of `first`, then of `blocks`, up to `limit` in all; what is left: the rest of a block
-        cut at `limit`, else the next block, read ahead (None at the end). A block is encoded in one call."""
-        room, block = limit, first
-        while True:
-            if len(block) > room:
-                self._write(block[:room])
-                return block[room:]
-            self._write(block)
-            room -= len(block)
-            block = next(blocks, None)
-            if block is None or not room:
-                return block
-
-    def _write(self, records: list) -> None:
-        self._buffer += _ENCODE_LINES(records)
-        if len(self._buffer) >= CHUNK:
+    def write(self, record: dict) -> None:
+        buffer = self._buffer
+        _ENCODE_INTO(record, buffer, len(buffer))
+        buffer += b"\n"
+        if len(buffer) >= CHUNK:
             self._hand_off()
+
+    def write_records(self, first: t.Any, records: t.Iterator[t.Any], limit: int) -> t.Any | None:
+        """Write `first`, then records of `records` up to `limit` in all; the record after them, read ahead
+        (None at the end). One loop over the records, no call per record (issue 20)."""
+        self.write(first)
+        encode_into, buffer = _ENCODE_INTO, self._buffer
+        for record in itertools.islice(records, limit - 1):
+            encode_into(record, buffer, len(buffer))
+            buffer += b"\n"
+            if len(buffer) >= CHUNK:
+                self._hand_off()
+                buffer = self._buffer
+        return next(records, None)
 
     def _hand_off(self) -> None:
         chunk, self._buffer = bytes(self._buffer), bytearray()

@@ -57,10 +57,16 @@ def unwrap_list(body: t.Any, where: str, keys: t.Sequence[str] = LIST_KEYS) -> l
 
 
 def read_json_records(
-    stream: t.BinaryIO, source: str, shape: t.Callable[[dict], t.Any] | None = None
+    stream: t.BinaryIO,
+    source: str,
+    shape: t.Callable[[dict], t.Any] | None = None,
+    fast: t.Callable[[bytes], t.Any] | None = None,
 ) -> t.Iterator[t.Any]:
     """Records of a JSON Lines body, or of a body holding one JSON array (or an object wrapping one), each
-    passed through `shape` when given."""
+    passed through `shape` when given.
+
+    `fast` (`RecordShaper.fast_line`): reads a JSON line straight into a shaped record, or raises for a line it
+    does not take as it is (an undeclared key, a blank line, bad data); such a line is read the usual way."""
     if not hasattr(stream, "peek"):
         stream = io.BufferedReader(stream)  # type: ignore[arg-type]
     first = _peek_first_byte(stream)
@@ -70,15 +76,16 @@ def read_json_records(
         records = _read_json_document(stream, source)
         yield from records if shape is None else map(shape, records)
         return
-    yield from _read_lines(stream, source, shape)
-
-
-def _read_lines(
-    lines: t.Iterable[bytes], source: str, shape: t.Callable[[dict], t.Any] | None, first_number: int = 1
-) -> t.Iterator[t.Any]:
-    """The records of JSON lines, numbered from `first_number` in errors; blank lines skipped."""
     decode = _RECORD_DECODER.decode
-    for number, line in enumerate(lines, start=first_number):
+    for number, line in enumerate(stream, start=1):
+        if fast is not None:
+            try:
+                shaped = fast(line)
+            except FAST_REFUSALS:
+                pass  # read below: the usual path says what is wrong, or moves undeclared keys into `_extra`
+            else:
+                yield shaped
+                continue
         try:
             record = decode(line)  # a JSON object, or an error: no type check left for the usual line
         except UnicodeDecodeError as exc:
@@ -91,51 +98,8 @@ def _read_lines(
         yield record if shape is None else shape(record)
 
 
-BLOCK_BYTES = 32 * 1024
-"""JSON Lines read at once on the struct path (`read_json_blocks`): about 20 activities, decoded in one msgspec
-call and encoded in one. 16-32 kB blocks measured fastest (issue 20): a block's records are still in the CPU cache
-when they are encoded, where those of 1 MB blocks were not (60 % slower than one line at a time)."""
-
-
-def read_json_blocks(stream: t.BinaryIO, source: str, shaper: RecordShaper) -> t.Iterator[list]:
-    """The shaped records of a body, in blocks (lists), for records only msgspec sees: a JSON Lines body is read
-    `BLOCK_BYTES` of whole lines at a time, each block decoded in one call (`RecordShaper.fast_block`). A block
-    that call leaves (an undeclared key, a blank line, anything but one plain JSON object a line, bad data) is
-    read line by line as `read_json_records` reads it: the same records, errors and line numbers. A body that is
-    one JSON document is read by `read_json_records`, one record a block."""
-    if not hasattr(stream, "peek"):
-        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
-    first = _peek_first_byte(stream)
-    if first == b"":
-        return
-    if first in (b"[", b"{") and _looks_like_single_document(stream, first):
-        yield from ([record] for record in read_json_records(stream, source, shaper.shape) if record is not None)
-        return
-    fast_block, shape, lines_before = shaper.fast_block, shaper.shape, 0
-    while data := stream.read1(BLOCK_BYTES):  # type: ignore[attr-defined]  # what has arrived, without waiting
-        if data[-1] != NEWLINE:
-            data += stream.readline()  # the line cut at the block's end
-        try:
-            block, lines = fast_block(data)
-        except FAST_REFUSALS:
-            lines = data.count(b"\n") + (data[-1] != NEWLINE)
-            records = _read_lines(io.BytesIO(data), source, shape, lines_before + 1)
-            block = [record for record in records if record is not None]
-        lines_before += lines
-        if block:
-            yield block
-
-
-NEWLINE, OPEN_BRACE, CLOSE_BRACE = ord("\n"), ord("{"), ord("}")
-
-
-class NotPlainLines(ValueError):
-    """A block `RecordShaper.fast_block` leaves to the line-by-line reading: not one JSON object a line."""
-
-
-FAST_REFUSALS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError, NotPlainLines)
-"""What `RecordShaper.fast_block` raises for a block it leaves to the usual path (ValidationError is a
-DecodeError)."""
+FAST_REFUSALS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+"""What `RecordShaper.fast_line` raises for a line it leaves to the usual path (ValidationError is a DecodeError)."""
 
 MAX_NUMBER_DIGITS = 100
 """The longest number (in characters) a record may hold: msgspec reads integers up to 64 bits and floats up to
@@ -348,7 +312,7 @@ def _paths(moved: dict, prefix: str = "") -> t.Iterator[str]:
 
 
 class RecordStruct(msgspec.Struct):
-    """A shaped record as `RecordShaper.fast_block` reads it: one field per declared property, in schema order,
+    """A shaped record as `RecordShaper.fast_line` reads it: one field per declared property, in schema order,
     null by default, so msgspec encodes it to the very JSON of `RecordShaper.shape`'s dict. It reads and writes
     by property name like a dict (`get`, `[]`), for the streams' `normalize` hooks."""
 
@@ -429,14 +393,13 @@ class RecordShaper:
         self.shape: t.Callable[[dict], dict | None] = self._shape_function()
         """A new dict: the declared properties (schema order, null when absent), then `_extra` if needed; None
         for a record without its primary key (when one is set)."""
-        self.fast_block: t.Callable[[bytes], tuple[list[RecordStruct], int]] | None = (
-            None if self.objects else self._fast_block_function()
+        self.fast_line: t.Callable[[bytes], RecordStruct | None] | None = (
+            None if self.objects else self._fast_line_function()
         )
-        """A block of JSON lines read straight into its shaped records, `RecordStruct`s, those without a primary
-        key left out (and how many lines the block held); raises FAST_REFUSALS for a block that is not plainly
-        one JSON object a line of declared keys, which `read_json_blocks` then reads line by line the usual way
-        (decoded into dicts, then `shape`). Only for records no one but msgspec sees (they are not dicts); none
-        under flattening."""
+        """One JSON line read straight into its shaped record, a `RecordStruct` (None: no primary key); raises
+        FAST_REFUSALS for a line holding an undeclared key, or anything but a plain JSON object, which
+        `read_json_records` then reads the usual way (decoded into a dict, then `shape`). Only for records no
+        one but msgspec sees (they are not dicts); none under flattening."""
 
     def _shape_function(self) -> t.Callable[[dict], dict | None]:
         """`shape`, as a closure over this shaper's settings: it runs once per record, and locals are found
@@ -464,56 +427,29 @@ class RecordShaper:
 
         return shape
 
-    def _fast_block_function(self) -> t.Callable[[bytes], tuple[list[RecordStruct], int]]:
-        """`fast_block`: issue 20. Decoding into a struct of the declared properties (null by default, an
-        undeclared key refused) is `shape`'s merge for free, and it decodes and encodes faster than a dict; a
-        block of lines is decoded in one call. What is left per record is the primary key and the date-times, as
-        in `shape`.
-
-        msgspec's `decode_lines` reads any whitespace-separated JSON values (two on a line, one across lines,
-        blank lines skipped), where a JSON Lines reading takes exactly one object a line. So a block is taken
-        only if the block starts with `{`, every line break but a last one is `}\\n{` (which no JSON value holds:
-        a raw line break is invalid in a string, and `}` then `{` invalid between tokens), and there are as many
-        values as lines: then every value lies on a line of its own."""
+    def _fast_line_function(self) -> t.Callable[[bytes], RecordStruct | None]:
+        """`fast_line`: issue 20. Decoding into a struct of the declared properties (null by default, an
+        undeclared key refused) is `shape`'s merge for free, and it decodes and encodes faster than a dict;
+        what is left per record is the primary key and the date-times, as in `shape`."""
         record_type = record_struct(self.properties)
-        decode_lines = msgspec.json.Decoder(record_type).decode_lines
+        decode = msgspec.json.Decoder(record_type).decode
         attribute = record_type.attributes
         normalize, key = self.normalize, attribute.get(self.primary_key) if self.primary_key else None
         datetime_attributes = tuple(attribute[name] for name in self.datetime_fields)
 
-        def fast_block(data: bytes) -> tuple[list[RecordStruct], int]:
-            if data[0] != OPEN_BRACE:
-                raise NotPlainLines
-            # Line breaks found with `find` (memchr; `bytes.count` is ten times slower), a Python step each.
-            last, lines, find = len(data) - 1, 1, data.find
-            at = find(b"\n")
-            while -1 < at < last:  # a line break at the very end ends the last line
-                if data[at - 1] != CLOSE_BRACE or data[at + 1] != OPEN_BRACE:
-                    raise NotPlainLines
-                lines += 1
-                at = find(b"\n", at + 1)
-            records = decode_lines(data)
-            if len(records) != lines:
-                raise NotPlainLines
-            keyless = False
-            for record in records:
-                if normalize is not None:
-                    normalize(record)  # type: ignore[arg-type]  # a RecordStruct reads and writes like a dict
-                if key is not None and getattr(record, key) is None:
-                    keyless = True
-                    continue
-                for name in datetime_attributes:
-                    value = getattr(record, name)
-                    if value.__class__ is str and len(value) == 19 and value[10] == "T":
-                        setattr(record, name, value + "Z")
-            if keyless:
-                for record in records:
-                    if getattr(record, key) is None:  # type: ignore[arg-type]
-                        self._skip_keyless()
-                records = [record for record in records if getattr(record, key) is not None]  # type: ignore[arg-type]
-            return records, lines
+        def fast_line(line: bytes) -> RecordStruct | None:
+            record = decode(line)
+            if normalize is not None:
+                normalize(record)  # type: ignore[arg-type]  # a RecordStruct reads and writes like a dict
+            if key is not None and getattr(record, key) is None:
+                return self._skip_keyless()
+            for name in datetime_attributes:
+                value = getattr(record, name)
+                if value.__class__ is str and len(value) == 19 and value[10] == "T":
+                    setattr(record, name, value + "Z")
+            return record
 
-        return fast_block
+        return fast_line
 
     def _skip_keyless(self) -> None:
         if not self.keyless:
@@ -671,11 +607,11 @@ class Part:
 
 def read_export(
     files: t.Iterable[Part | tuple[t.BinaryIO, str]],
-    parse: t.Callable[[t.BinaryIO, str], t.Iterator[t.Any]],
+    parse: t.Callable[[t.BinaryIO, str], t.Iterator[dict]],
     source: str,
-) -> t.Iterator[t.Any]:
-    """What `parse` reads (records, or blocks of records) of one export's fragment files (`Part`s or
-    `(file, label)`, in fragment order; each is closed once read).
+) -> t.Iterator[dict]:
+    """Records of one export's fragment files (`Part`s or `(file, label)`, in fragment order; each is closed
+    once read).
 
     The files are chained into one binary stream handed to `parse` once: gzip bodies (by magic bytes or
     Content-Encoding) are decompressed within bounds, whether each fragment is a gzip file or one gzip file was

@@ -4,8 +4,7 @@ The vocabulary is that of a declarative async retriever: a *creation* request pe
 request with a status mapping (Queued/Running → wait, Completed → download, Failed/Canceled → retry with a
 new job, too slow → time-out), and a *download* of the result fragments.
 
-`ExportJobs.run(specs)` yields `(spec, job_id, blocks)` strictly in window order, the records in blocks (lists)
-as the parser hands them over. While the caller reads
+`ExportJobs.run(specs)` yields `(spec, job_id, records)` strictly in window order. While the caller reads
 window k, the jobs of the next windows may already be queued or running (pipelining), but never more than
 `max_concurrent_jobs` of ours at once: a job holds a slot until we have seen it Completed/Failed/Canceled.
 Creating, adopting and polling a job is `job_requests.JobRequests`; polling follows `polling.PollSchedule`; the
@@ -43,8 +42,7 @@ HEARTBEAT_SECONDS = 120.0
 """While a window's job is Queued/Running (for hours, at times), one INFO line at least this often."""
 HEARTBEAT_ENV_VAR = "TAP_BACKSTORY_HEARTBEAT_SECONDS"
 """Overrides HEARTBEAT_SECONDS (tests; unset in production)."""
-Parser = t.Callable[[t.BinaryIO, str], t.Iterator[list]]
-"""A file's records, in blocks (lists, none empty): a block is encoded in one call on the tap's fast paths."""
+Parser = t.Callable[[t.BinaryIO, str], t.Iterator[dict]]
 
 
 class ExportJobs:
@@ -92,7 +90,7 @@ class ExportJobs:
 
     # --- the pipeline ----------------------------------------------------------------------------------
     def run(self, specs: t.Iterable[JobSpec]) -> t.Iterator[tuple[JobSpec, str, t.Iterator[dict]]]:
-        """Yield each window's records (in blocks) in order; the caller must read them before asking for the next."""
+        """Yield each window's records in order; the caller must read them before asking for the next."""
         self._todo = todo = deque(specs)
         self._ahead = ahead = deque()
         while todo or ahead:
@@ -103,7 +101,7 @@ class ExportJobs:
             # The head no longer holds a slot: start the next windows' jobs before reading this one.
             self._start_jobs(ahead)
             self.log.info("Window %s: reading export job %s", head.spec.progress, head.job_id)
-            yield head.spec, str(head.job_id), self._blocks(head)
+            yield head.spec, str(head.job_id), self._records(head)
 
     def _look_ahead(self, ahead: deque[Slot]) -> None:
         """Queue the next windows: enough to fill every free slot, even when a later job has already
@@ -191,7 +189,7 @@ class ExportJobs:
                 return
 
     # --- download --------------------------------------------------------------------------------------
-    def _blocks(self, slot: Slot) -> t.Iterator[list]:
+    def _records(self, slot: Slot) -> t.Iterator[dict]:
         """Records of a Completed job: fragments downloaded in parallel, parsed in order, then deleted. A job
         whose files are gone before its first record is made again, once a run (docs/decisions.md)."""
         job_id, started, rows = str(slot.job_id), self.clock.monotonic(), 0
@@ -205,9 +203,9 @@ class ExportJobs:
             on_idle=self.on_idle,
         )
         try:
-            for block in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse, job_id):
-                rows += len(block)
-                yield block
+            for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse, job_id):
+                rows += 1
+                yield record
         except JobGone as exc:
             if rows or slot.remade:
                 raise
@@ -218,7 +216,7 @@ class ExportJobs:
                 one_line(exc),
             )
             self._remake(slot)
-            yield from self._blocks(slot)
+            yield from self._records(slot)
             return
         elapsed = self.clock.monotonic() - started
         self.log.info(
@@ -241,10 +239,10 @@ class ExportJobs:
         self._start_jobs(self._ahead)
 
 
-def parse_in_order(fragments: t.Iterable[Fragment], parse: Parser, job_id: str) -> t.Iterator[list]:
-    """The records of a job's fragment files (in blocks), handed over in fragment order and read as ONE file: the
-    docs say fragments "are stitched together to form a single file", not that each is a whole file
-    (`formats.read_export` tells byte slices from standalone files by the data)."""
+def parse_in_order(fragments: t.Iterable[Fragment], parse: Parser, job_id: str) -> t.Iterator[dict]:
+    """The records of a job's fragment files, handed over in fragment order and read as ONE file: the docs say
+    fragments "are stitched together to form a single file", not that each is a whole file (`formats.read_export`
+    tells byte slices from standalone files by the data)."""
     parts = (Part(fragment.body, fragment.source, fragment.charset, fragment.encoding) for fragment in fragments)
     return read_export(parts, parse, f"export job {job_id}")
 

@@ -113,9 +113,9 @@ SDK_CODE = (
         "singer_sdk.streams.core:Stream._sync_records",
         "copies",
         "tap_backstory/streams/base.py TapStream._sdk_record_steps_idle, direct_record_writer, "
-        "_blocks_for_batches (and get_batches, which calls it)",
+        "_records_for_batches (and get_batches, which calls it)",
         "the per-record steps `_sdk_record_steps_idle` lists must still be all it does per record (else a "
-        "direct writer or the lean BATCH loop would skip new work); `_blocks_for_batches` copies the "
+        "direct writer or the lean BATCH loop would skip new work); `_records_for_batches` copies the "
         "bookkeeping around the loop for a stream without partitions (counter and timer, "
         "`_write_starting_replication_value(None)`, `_finalize_state` of the context state then of the stream "
         "state); with write_messages=False it must still yield each selected record after counting it, "
@@ -274,13 +274,13 @@ PRIVATE_NAMES = (
     PrivateName(
         "stream",
         "_write_starting_replication_value",
-        "tap_backstory/streams/base.py TapStream._blocks_for_batches",
+        "tap_backstory/streams/base.py TapStream._records_for_batches",
         "the lean BATCH loop does the SDK's bookkeeping around its record loop",
     ),
     PrivateName(
         "stream",
         "_finalize_state",
-        "tap_backstory/streams/base.py TapStream._blocks_for_batches",
+        "tap_backstory/streams/base.py TapStream._records_for_batches",
         "the lean BATCH loop does the SDK's bookkeeping around its record loop",
     ),
     PrivateName(

@@ -168,7 +168,7 @@ _SLOT = b"\x00"
 escapes it in strings), marks the cut between the message's head and tail."""
 
 COUNT_EVERY = 1000
-"""Records (at least) between two increments of the SDK's record counter: it reads the clock at every increment."""
+"""Records between two increments of the SDK's record counter: it reads the clock at every increment."""
 
 PENDING_BYTES = 1 << 20
 """RECORD lines gathered (1 MB, about 600 activities) before they go to the output thread as one block, written
@@ -177,13 +177,13 @@ every five activities, 256 KB blocks measured slower than 1 MB ones."""
 
 
 class DirectRecordWriter:
-    """Writes one stream's RECORD messages to stdout straight from blocks of records.
+    """Writes one stream's RECORD messages to stdout straight from the record dicts.
 
     The bytes are those `BufferedMsgSpecWriter` writes for `RecordMessage(stream, record, version,
     time_extracted=now)` (same keys in the same order, same encoder), gathered in that writer's `pending`
     buffer, so the order with every other message is kept. The message around the record is encoded once per
-    1 MB of output (`_frame`, `PENDING_BYTES`): `time_extracted` is read when it starts (the records of 1 MB,
-    about 600 activities, are read within milliseconds; the output is handed on before the reader waits for
+    block of lines (`_frame`): `time_extracted` is read when a block starts (the records of one 1 MB block,
+    about 600 activities, are read within milliseconds; a block is handed on before the reader waits for
     bytes, so no record carries a time from before a wait). What it leaves
     out is the SDK's per-record chain (about 10 Python calls, a message object and a dict per record), which
     did nothing for such a stream: `TapStream.direct_record_writer` hands one out only when no stream map,
@@ -206,37 +206,31 @@ class DirectRecordWriter:
         self._on_written = on_written
 
     def _frame(self) -> tuple[bytes, bytes]:
-        """The bytes of a RECORD message before its record, and those between one record and the next (the tail
-        of one message, its line break, the head of the next), `time_extracted` read now."""
+        """The bytes of a RECORD message before and after its record, `time_extracted` read now."""
         head, _, tail = ENCODER.encode({**self._message, "time_extracted": utc_now()}).partition(_SLOT)
-        return head, tail + b"\n" + head
+        return head, tail + b"\n"
 
-    def write(self, blocks: t.Iterable[list]) -> int:
-        """Write every record of `blocks` (lists of records, in order); how many were written, also when
-        `blocks` raises. They are with the output thread when this returns (written before the next STATE, or
-        at exit).
-
-        A block is encoded in one call, as JSON Lines (`encode_lines`: encoded JSON holds no raw line break, so
-        each one ends a record), and each line break becomes the end of one message and the start of the next."""
-        writer, encode_lines = self._writer, ENCODER.encode_lines
-        pending, (head, joint) = writer.pending, self._frame()
-        written = counted = 0
+    def write(self, records: t.Iterable[dict]) -> int:
+        """Write every record of `records` (in order); how many were written, also when `records` raises.
+        They are with the output thread when this returns (written before the next STATE, or at exit)."""
+        writer, encode_into = self._writer, ENCODER.encode_into
+        pending, head, tail = writer.pending, *self._frame()
+        written = 0
         try:
-            for block in blocks:
-                if writer.pending is not pending:  # handed over (below, or flushed while `blocks` waited)
-                    pending, (head, joint) = writer.pending, self._frame()
+            for record in records:
+                if writer.pending is not pending:  # handed over (below, or flushed while `records` waited)
+                    pending, (head, tail) = writer.pending, self._frame()
                 pending += head
-                pending += encode_lines(block).replace(b"\n", joint)
-                del pending[-len(head) :]  # the head after the block's last record
-                written += len(block)
+                encode_into(record, pending, len(pending))
+                pending += tail
+                written += 1
                 if len(pending) >= PENDING_BYTES:
                     writer.write_pending()
-                if written - counted >= COUNT_EVERY:
-                    self._counter.increment(written - counted)
-                    counted = written
+                if written % COUNT_EVERY == 0:
+                    self._counter.increment(COUNT_EVERY)
         finally:
             writer.write_pending()
             if written:
-                self._counter.increment(written - counted)
+                self._counter.increment(written % COUNT_EVERY)
                 self._on_written()
         return written

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
-import itertools
 import json
 import re
 import threading
@@ -220,11 +219,10 @@ class FakeBackstory:
         return info
 
 
-def json_lines(body: t.BinaryIO, source: str) -> t.Iterator[list[dict]]:
-    """The fake fragments' format: one JSON object a line; handed on in blocks of up to three, as the tap's
-    parsers hand records to the job engine."""
-    records = (json.loads(line) for line in body)
-    yield from iter(lambda: list(itertools.islice(records, 3)), [])
+def json_lines(body: t.BinaryIO, source: str) -> t.Iterator[dict]:
+    """The fake fragments' format: one JSON object a line."""
+    for line in body:
+        yield json.loads(line)
 
 
 # --- ContactBased ---------------------------------------------------------------------------------------

@@ -157,15 +157,10 @@ def test_attachment_file_names_as_one_string_is_a_one_name_array():
         b'{"uid": "a", "attachment_file_names": "proposal.pdf", "campaigns": ["Spring", {"name": "ABM"}]}\n'
         b'{"uid": "b", "attachment_file_names": ["x.pdf", "y.pdf"], "campaigns": []}\n'
     )
-    stream = tap.streams["activities"]
-    for in_blocks in (False, True):  # dicts for the SDK's loop; blocks of structs where only msgspec sees them
-        stream.records_are_encoded_directly = in_blocks
-        blocks = list(stream.parse(io.BufferedReader(io.BytesIO(lines)), "export job 1"))
-        assert [len(block) for block in blocks] == ([2] if in_blocks else [1, 1])
-        records = [record for block in blocks for record in block]
-        assert records[0]["attachment_file_names"] == ["proposal.pdf"]
-        assert records[0]["campaigns"] == [{"name": "Spring"}, {"name": "ABM"}]
-        assert records[1]["attachment_file_names"] == ["x.pdf", "y.pdf"] and records[1]["campaigns"] == []
+    records = list(tap.streams["activities"].parse(io.BufferedReader(io.BytesIO(lines)), "export job 1"))
+    assert records[0]["attachment_file_names"] == ["proposal.pdf"]
+    assert records[0]["campaigns"] == [{"name": "Spring"}, {"name": "ABM"}]
+    assert records[1]["attachment_file_names"] == ["x.pdf", "y.pdf"] and records[1]["campaigns"] == []
 
 
 def test_records_without_their_primary_key_are_skipped_counted_and_logged(default_reading):

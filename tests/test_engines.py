@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-import typing as t
 
 import pytest
 
@@ -60,11 +59,7 @@ def engine(service: FakeBackstory, clock: FakeClock, **options: object) -> Expor
 
 
 def read_all(jobs: ExportJobs, specs: list[JobSpec]) -> list[tuple[Window, str, list[dict]]]:
-    return [(s.window, job_id, flat(blocks)) for s, job_id, blocks in jobs.run(specs)]
-
-
-def flat(blocks: t.Iterable[list[dict]]) -> list[dict]:
-    return [record for block in blocks for record in block]
+    return [(s.window, job_id, list(records)) for s, job_id, records in jobs.run(specs)]
 
 
 def windows_of(records: list[dict]) -> set[str]:
@@ -91,9 +86,9 @@ def test_output_is_in_window_order_and_the_next_job_runs_while_a_window_is_read(
     backstory.run_seconds = lambda b: 100.0 if b["start_date"] == window(0).start.isoformat() else 10.0
     jobs = engine(backstory, clock, max_concurrent_jobs=1)
     seen = []
-    for s, job_id, blocks in jobs.run([spec(n) for n in range(3)]):
+    for s, job_id, records in jobs.run([spec(n) for n in range(3)]):
         later_job_exists = [bool(backstory.jobs_of(window(n).start.isoformat())) for n in range(3)]
-        rows = flat(blocks)
+        rows = list(records)
         seen.append((s.window, later_job_exists))
         assert windows_of(rows) == {s.window.start.isoformat()}
         assert [(r["fragment"], r["row"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]  # fragment order
@@ -138,8 +133,8 @@ def test_a_window_whose_jobs_keep_failing_fails_the_run_naming_the_job_and_messa
     backstory.outcomes.extend([("Failed", "out of disk")] * 3)  # window 1, all its tries
 
     with pytest.raises(TapBackstoryError) as raised:
-        for s, _, blocks in engine(backstory, clock, max_concurrent_jobs=1).run([spec(0), spec(1)]):
-            emitted.append((s.window, len(flat(blocks))))
+        for s, _, records in engine(backstory, clock, max_concurrent_jobs=1).run([spec(0), spec(1)]):
+            emitted.append((s.window, len(list(records))))
 
     last = backstory.jobs_of(window(1).start.isoformat())[-1]
     assert emitted == [(window(0), 4)]

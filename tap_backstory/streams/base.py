@@ -23,9 +23,6 @@ from tap_backstory.formats import RecordShaper
 from tap_backstory.sdk import pop_deselected_record_properties, utc_now
 from tap_backstory.writer import COUNT_EVERY, BufferedMsgSpecWriter, DirectRecordWriter
 
-BLOCK_RECORDS = 1000
-"""Records a block at most where a stream's records come one by one (`record_blocks`)."""
-
 if t.TYPE_CHECKING:
     from singer_sdk.metrics import Counter
 
@@ -169,7 +166,7 @@ class TapStream(Stream):
 
     def batches_encode_records_directly(self, context: dict | None) -> bool:
         """Whether the JSON Lines BATCH writer takes this sync's records straight from `get_records` (the SDK's
-        per-record steps idle, `_blocks_for_batches`): only msgspec sees them, as with the direct writer."""
+        per-record steps idle, `_records_for_batches`): only msgspec sees them, as with the direct writer."""
         batch = self.get_batch_config(self.config)
         return batch is not None and batch.encoding.format == "jsonl" and self._sdk_record_steps_idle(context)
 
@@ -180,36 +177,27 @@ class TapStream(Stream):
         if isinstance(writer, BufferedMsgSpecWriter) and not self.get_batch_config(self.config):
             writer.flush_records()
 
-    def record_blocks(self, context: dict | None) -> t.Iterator[list]:
-        """This sync's records (`get_records`) in blocks (lists), as the lean BATCH path writes them; the export
-        streams read them in blocks to begin with."""
-        records = iter(self.get_records(context))
-        return iter(lambda: list(itertools.islice(records, BLOCK_RECORDS)), [])
-
-    def _blocks_for_batches(self, context: dict | None) -> t.Iterator[list]:
-        """The records `get_batches` writes, in blocks: what the SDK's `_sync_records(write_messages=False)`
-        yields (counted, state advanced, child streams synced). When its per-record steps are idle, the same loop
+    def _records_for_batches(self, context: dict | None) -> t.Iterator[dict]:
+        """The records `get_batches` writes: what the SDK's `_sync_records(write_messages=False)` yields
+        (counted, state advanced, child streams synced). When its per-record steps are idle, the same loop
         without them: the sync's bookkeeping as the SDK does it for a stream without partitions (starting
-        value, finalised state, counter and timer), and the blocks passed straight through."""
+        value, finalised state, counter and timer), and each record passed straight through."""
         if not self._sdk_record_steps_idle(context):
-            records = iter(self._sync_records(context, write_messages=False))
-            yield from iter(lambda: list(itertools.islice(records, BLOCK_RECORDS)), [])
+            yield from self._sync_records(context, write_messages=False)
             return
         counter, timer = self.get_record_counter(), self.get_sync_timer()
         with counter, timer:
             counter.with_context({})
             timer.with_context({})
             self._write_starting_replication_value(None)
-            count = counted = 0
+            count = 0
             try:
-                for block in self.record_blocks(None):
-                    yield block
-                    count += len(block)
-                    if count - counted >= COUNT_EVERY:
-                        counter.increment(count - counted)
-                        counted = count
+                for count, record in enumerate(self.get_records(None), start=1):
+                    yield record
+                    if count % COUNT_EVERY == 0:
+                        counter.increment(COUNT_EVERY)
             finally:
-                counter.increment(count - counted)
+                counter.increment(count % COUNT_EVERY)
             self._finalize_state(self.get_context_state(None))
         self._finalize_state(self.stream_state)
 
@@ -237,14 +225,14 @@ class TapStream(Stream):
         storage = batch_config.storage
         sync_id = f"{self.tap_name}--{self.name}-{uuid.uuid4()}"
         compress = batch_config.encoding.compression == "gzip"
-        blocks = self._blocks_for_batches(context)
-        block = next(blocks, None)
+        records = self._records_for_batches(context)
+        record = next(records, None)
         # A file is published and announced once the next one is written: its last chunks compress meanwhile,
         # on the other core, instead of the parser waiting for them (issue 20).
         finishing: tuple[contextlib.ExitStack, str] | None = None
         try:
             for number in itertools.count(1):
-                if block is None:
+                if record is None:
                     break
                 filename = f"{storage.prefix or ''}{sync_id}-{number}.json" + (".gz" if compress else "")
                 with contextlib.ExitStack() as stack:
@@ -252,11 +240,11 @@ class TapStream(Stream):
                     # transaction (tap_backstory/batch_files.py).
                     out = stack.enter_context(BatchFileWriter(stack.enter_context(publish(storage, filename)),
                                                               compress=compress))
-                    block = out.write_blocks(block, blocks, batch_config.batch_size)
+                    record = out.write_records(record, records, batch_config.batch_size)
                     out.end_soon()
                     written = (stack.pop_all(), storage.get_url(filename))
                 finished, finishing = finishing, written
-                if block is None:
+                if record is None:
                     # The records ended, so the stream's state is final: the files still unannounced go out in
                     # one BATCH message, and the state the SDK writes after it is the first to be final.
                     done = [item for item in (finished, finishing) if item is not None]
