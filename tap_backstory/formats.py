@@ -798,7 +798,7 @@ class _Stitcher:
         on without being copied)."""
         yield from self._joined()
         if self.tail:
-            self.lines += self.tail.count(b"\n")
+            self.lines += _newlines(self.tail, 0, len(self.tail))
             yield self.tail
 
     def _joined(self) -> t.Iterator[bytes | memoryview]:
@@ -828,7 +828,7 @@ class _Stitcher:
             cut = max(0, len(data) - ARRAY_TAIL)
             self.tail = data[cut:]
             if cut:
-                self.lines += data.count(b"\n", 0, cut)
+                self.lines += _newlines(data, 0, cut)
                 yield memoryview(data)[:cut]
         else:
             cut = data.rfind(b"\n") + 1
@@ -838,7 +838,7 @@ class _Stitcher:
                 self.lines += 1
                 yield self.tail + data[:start]
             if cut > start:
-                self.lines += data.count(b"\n", start, cut)
+                self.lines += _newlines(data, start, cut)
                 yield memoryview(data)[start:cut]
             self.tail = data[cut:] if cut else self.tail + data
         if len(self.tail) > MAX_LINE_BYTES:
@@ -875,6 +875,14 @@ class _Stitcher:
                 tail, head = before[:-1] + b",", after[1:]  # the parser skips stray commas
         self.file_starts.append((self.lines + 1 + tail.endswith(b"\n"), self.label))
         yield from self._hold_back(tail + head)
+
+
+def _newlines(data: bytes, start: int, end: int) -> int:
+    """The line breaks in `data[start:end]`. Not `bytes.count`, which looks at one byte at a time (0.55 ms a MB
+    here): `replace` finds them with memchr, 0.06-0.1 ms a MB with the copies, which saves about 0.6 s of the
+    parsing thread per 1M activities (issue 20)."""
+    piece = data if start == 0 and end == len(data) else data[start:end]
+    return len(piece) - len(piece.replace(b"\n", b""))
 
 
 def _kind(head: bytes) -> str:
