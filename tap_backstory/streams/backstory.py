@@ -13,7 +13,7 @@ import typing as t
 
 from tap_backstory.client import TapBackstoryError
 from tap_backstory.coverage import ActivitySelector, ContactSelector, Coverage, Selector, plan_backfill
-from tap_backstory.formats import DataError, RecordShaper, read_csv_records, read_json_records
+from tap_backstory.formats import DataError, RecordShaper, RecordStruct, read_csv_records, read_json_records
 from tap_backstory.fragments import JobGone
 from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
@@ -23,12 +23,15 @@ if t.TYPE_CHECKING:
     from tap_backstory.client import ApiClient
 
 
-def normalize_activity_shapes(record: dict) -> None:
+def normalize_activity_shapes(record: dict | RecordStruct) -> None:
     """`attachment_file_names` sent as one string becomes a one-item array; `campaigns` items sent as strings
     (a public client's reading) become `{"name": ...}` objects (docs/decisions.md, "Activity field shapes")."""
-    if type(record.get("attachment_file_names")) is str:
-        record["attachment_file_names"] = [record["attachment_file_names"]]
-    campaigns = record.get("campaigns")
+    if type(record) is dict:
+        names, campaigns = record.get("attachment_file_names"), record.get("campaigns")
+    else:  # a struct (`RecordShaper.fast_line`): its fields by attribute, without a Python call each
+        names, campaigns = record.attachment_file_names, record.campaigns  # type: ignore[union-attr]
+    if type(names) is str:
+        record["attachment_file_names"] = [names]
     if campaigns and type(campaigns) is list and str in map(type, campaigns):  # no Python frame per item
         record["campaigns"] = [{"name": item} if type(item) is str else item for item in campaigns]
 
