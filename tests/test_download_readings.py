@@ -157,10 +157,14 @@ def test_attachment_file_names_as_one_string_is_a_one_name_array():
         b'{"uid": "a", "attachment_file_names": "proposal.pdf", "campaigns": ["Spring", {"name": "ABM"}]}\n'
         b'{"uid": "b", "attachment_file_names": ["x.pdf", "y.pdf"], "campaigns": []}\n'
     )
-    records = list(tap.streams["activities"].parse(io.BufferedReader(io.BytesIO(lines)), "export job 1"))
-    assert records[0]["attachment_file_names"] == ["proposal.pdf"]
-    assert records[0]["campaigns"] == [{"name": "Spring"}, {"name": "ABM"}]
-    assert records[1]["attachment_file_names"] == ["x.pdf", "y.pdf"] and records[1]["campaigns"] == []
+    stream = tap.streams["activities"]
+    for as_structs in (False, True):  # dicts for the SDK's loop; structs where only msgspec sees the records
+        stream.records_are_encoded_directly = as_structs
+        records = list(stream.parse(io.BufferedReader(io.BytesIO(lines)), "export job 1"))
+        assert all((type(record) is not dict) == as_structs for record in records)
+        assert records[0]["attachment_file_names"] == ["proposal.pdf"]
+        assert records[0]["campaigns"] == [{"name": "Spring"}, {"name": "ABM"}]
+        assert records[1]["attachment_file_names"] == ["x.pdf", "y.pdf"] and records[1]["campaigns"] == []
 
 
 def test_records_without_their_primary_key_are_skipped_counted_and_logged(default_reading):
