@@ -51,19 +51,11 @@ class BatchFileWriter:
             self._thread = threading.Thread(target=self._compress, name="batch-gzip", daemon=True)
             self._thread.start()
 
-    def write(self, record: dict) -> None:
-        buffer = self._buffer
-        _ENCODE_INTO(record, buffer, len(buffer))
-        buffer += b"\n"
-        if len(buffer) >= CHUNK:
-            self._hand_off()
-
     def write_records(self, first: t.Any, records: t.Iterator[t.Any], limit: int) -> t.Any | None:
         """Write `first`, then records of `records` up to `limit` in all; the record after them, read ahead
         (None at the end). One loop over the records, no call per record (issue 20)."""
-        self.write(first)
         encode_into, buffer = _ENCODE_INTO, self._buffer
-        for record in itertools.islice(records, limit - 1):
+        for record in itertools.chain((first,), itertools.islice(records, limit - 1)):
             encode_into(record, buffer, len(buffer))
             buffer += b"\n"
             if len(buffer) >= CHUNK:
