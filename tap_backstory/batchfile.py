@@ -29,7 +29,29 @@ QUEUED_CHUNKS = 4
 """Chunks waiting for compression at most: memory stays bounded (about 20 MB) when compression is the slower
 side."""
 
-_ENCODE_INTO = msgspec.json.Encoder(enc_hook=str, decimal_format="number").encode_into
+BATCH_ENCODER = msgspec.json.Encoder(enc_hook=str, decimal_format="number")
+"""How a record becomes its line in a BATCH file (here, and in `line_workers`)."""
+
+
+class EncodedLines(t.NamedTuple):
+    """`count` records already encoded as BATCH lines (`BATCH_ENCODER`, each line ending in a newline)."""
+
+    data: bytes | bytearray | memoryview
+    count: int
+
+    def split(self, count: int) -> tuple[EncodedLines, EncodedLines]:
+        """The first `count` records, and the rest (encoded JSON holds no raw newline: each line is a record)."""
+        data = bytes(self.data) if isinstance(self.data, memoryview) else self.data  # the rest of a split: rare
+        end = 0
+        for _ in range(count):
+            end = data.index(b"\n", end) + 1
+        view = memoryview(data)
+        return EncodedLines(view[:end], count), EncodedLines(view[end:], self.count - count)
+
+    @classmethod
+    def of(cls, record: t.Any) -> EncodedLines:
+        """One record, encoded."""
+        return cls(BATCH_ENCODER.encode(record) + b"\n", 1)
 
 
 class BatchFileWriter:
@@ -43,7 +65,7 @@ class BatchFileWriter:
         self._raw = raw
         self._buffer = bytearray()
         self._gzip = igzip.IGzipFile(fileobj=raw, mode="wb", compresslevel=level) if compress else None
-        self._chunks: queue.Queue[bytearray | None] = queue.Queue(QUEUED_CHUNKS)
+        self._chunks: queue.Queue[bytes | bytearray | memoryview | None] = queue.Queue(QUEUED_CHUNKS)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._ending = False
@@ -53,8 +75,13 @@ class BatchFileWriter:
 
     def write_records(self, first: t.Any, records: t.Iterator[t.Any], limit: int) -> t.Any | None:
         """Write `first`, then records of `records` up to `limit` in all; the record after them, read ahead
-        (None at the end). One loop over the records, no call per record (issue 20)."""
-        encode_into, buffer = _ENCODE_INTO, self._buffer
+        (None at the end). One loop over the records, no call per record (issue 20).
+
+        Records may also come already encoded, many at once (`EncodedLines`, from `line_workers`): they are
+        counted as the records they hold, and one that would pass `limit` is split there."""
+        if first.__class__ is EncodedLines:
+            return self._write_encoded(first, records, limit)
+        encode_into, buffer = BATCH_ENCODER.encode_into, self._buffer
         for record in itertools.chain((first,), itertools.islice(records, limit - 1)):
             encode_into(record, buffer, len(buffer))
             buffer += b"\n"
@@ -63,8 +90,31 @@ class BatchFileWriter:
                 buffer = self._buffer
         return next(records, None)
 
-    def _hand_off(self) -> None:
-        chunk, self._buffer = self._buffer, bytearray()  # handed over as it is: no 4 MB copy
+    def _write_encoded(self, first: EncodedLines, records: t.Iterator[EncodedLines], limit: int) -> t.Any | None:
+        room, encoded = limit, first
+        while encoded is not None:
+            rest = None
+            if encoded.count > room:
+                encoded, rest = encoded.split(room)
+            if len(encoded.data) >= CHUNK // 2:  # a worker's chunk: handed over as it came, no copy
+                if self._buffer:
+                    self._hand_off()
+                self._hand_off(encoded.data)
+            else:
+                self._buffer += encoded.data
+                if len(self._buffer) >= CHUNK:
+                    self._hand_off()
+            room -= encoded.count
+            if rest is not None:
+                return rest
+            encoded = next(records, None)
+            if not room:
+                return encoded
+        return None
+
+    def _hand_off(self, chunk: bytes | bytearray | memoryview | None = None) -> None:
+        if chunk is None:
+            chunk, self._buffer = self._buffer, bytearray()  # handed over as it is: no 4 MB copy
         if self._gzip is None:
             self._raw.write(chunk)
             return

@@ -20,6 +20,7 @@ import os
 import typing as t
 from collections import deque
 
+from tap_backstory.batchfile import EncodedLines
 from tap_backstory.client import ApiClient, ApiError, TapBackstoryError, one_line
 from tap_backstory.formats import Part, read_export
 from tap_backstory.fragments import Fragment, FragmentReader, JobGone
@@ -204,7 +205,7 @@ class ExportJobs:
         )
         try:
             for record in parse_in_order(reader.files(job_id, slot.info, slot.spec), self.parse, job_id):
-                rows += 1
+                rows += record.count if record.__class__ is EncodedLines else 1  # many, from line workers
                 yield record
         except JobGone as exc:
             if rows or slot.remade:

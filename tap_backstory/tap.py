@@ -325,10 +325,11 @@ def check_config(config: t.Mapping[str, t.Any], clock: Clock) -> None:
 
 ENV_PREFIX = "TAP_BACKSTORY_"
 OWN_ENV_VARS = frozenset(
-    {"TODAY", "READ_TIMEOUT_SECONDS", "HEARTBEAT_SECONDS", "PROGRESS_SECONDS", "MAX_DECODED_BYTES", "LOGLEVEL"}
+    {"TODAY", "READ_TIMEOUT_SECONDS", "HEARTBEAT_SECONDS", "PROGRESS_SECONDS", "MAX_DECODED_BYTES", "BATCH_WORKERS",
+     "LOGLEVEL"}
 )
 """TAP_BACKSTORY_* variables that are not settings: the tap's clock and test knobs, the decoded-size ceiling
-(formats.py), the SDK's log level."""
+(formats.py), the BATCH line workers (line_workers.py), the SDK's log level."""
 
 
 def warn_unknown_env_vars(settings: t.Iterable[str], environ: t.Mapping[str, str]) -> list[str]:

@@ -11,9 +11,10 @@ import datetime as dt
 import functools
 import typing as t
 
+from tap_backstory.activity_shapes import normalize_activity_shapes
 from tap_backstory.client import TapBackstoryError
 from tap_backstory.coverage import ActivitySelector, ContactSelector, Coverage, Selector, plan_backfill
-from tap_backstory.formats import DataError, RecordShaper, RecordStruct, read_csv_records, read_json_records
+from tap_backstory.formats import DataError, RecordShaper, read_csv_records, read_json_records
 from tap_backstory.fragments import JobGone
 from tap_backstory.jobs import ExportJobs, JobSpec
 from tap_backstory.streams.base import TapStream
@@ -21,19 +22,6 @@ from tap_backstory.windows import ExportState, Selection, Window, parse_day, plu
 
 if t.TYPE_CHECKING:
     from tap_backstory.client import ApiClient
-
-
-def normalize_activity_shapes(record: dict | RecordStruct) -> None:
-    """`attachment_file_names` sent as one string becomes a one-item array; `campaigns` items sent as strings
-    (a public client's reading) become `{"name": ...}` objects (docs/decisions.md, "Activity field shapes")."""
-    if type(record) is dict:
-        names, campaigns = record.get("attachment_file_names"), record.get("campaigns")
-    else:  # a struct (`RecordShaper.fast_line`): its fields by attribute, without a Python call each
-        names, campaigns = record.attachment_file_names, record.campaigns  # type: ignore[union-attr]
-    if type(names) is str:
-        record["attachment_file_names"] = [names]
-    if campaigns and type(campaigns) is list and str in map(type, campaigns):  # no Python frame per item
-        record["campaigns"] = [{"name": item} if type(item) is str else item for item in campaigns]
 
 
 class BackstoryExportStream(TapStream):
@@ -68,9 +56,16 @@ class BackstoryExportStream(TapStream):
     `TapStream.batches_encode_records_directly`): they are then read as `RecordStruct`s
     (`RecordShaper.fast_line`), not dicts."""
 
+    reads_json_lines = True
+
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
         """Shaped records of one downloaded file, those without their primary key left out (the shaper answers
         None for them, counted: `RecordShaper.keyless`). `filter`: no Python frame of its own per record."""
+        if self.line_workers is not None:  # a BATCH sync: `EncodedLines`
+            return self.line_workers.records(body, source, self._parse_here)
+        return self._parse_here(body, source)
+
+    def _parse_here(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
         fast = self.shaper.fast_line if self.records_are_encoded_directly else None
         return filter(None, read_json_records(body, source, self.shaper.shape, fast))
 
@@ -293,6 +288,10 @@ class EnrichedContactsStream(BackstoryExportStream):
     @functools.cached_property
     def selector(self) -> Selector:
         return ContactSelector(self.config)
+
+    @property
+    def reads_json_lines(self) -> bool:  # type: ignore[override]
+        return self.config["contacts_output_format"] != "CSV"
 
     def parse(self, body: t.BinaryIO, source: str) -> t.Iterator[dict]:
         # JSON omits empty keys and CSV has empty cells: both come out null (every declared property is in

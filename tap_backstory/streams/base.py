@@ -18,8 +18,9 @@ from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 
 from tap_backstory import schemas
 from tap_backstory.batch_files import publish, write_parquet
-from tap_backstory.batchfile import BatchFileWriter
+from tap_backstory.batchfile import BatchFileWriter, EncodedLines
 from tap_backstory.formats import RecordShaper
+from tap_backstory.line_workers import LineWorkers, worker_count
 from tap_backstory.sdk import pop_deselected_record_properties, utc_now
 from tap_backstory.writer import COUNT_EVERY, BufferedMsgSpecWriter, DirectRecordWriter
 
@@ -190,14 +191,16 @@ class TapStream(Stream):
             counter.with_context({})
             timer.with_context({})
             self._write_starting_replication_value(None)
-            count = 0
+            count = counted = 0
             try:
-                for count, record in enumerate(self.get_records(None), start=1):
+                for record in self.get_records(None):  # or many records at once, from line workers
                     yield record
-                    if count % COUNT_EVERY == 0:
-                        counter.increment(COUNT_EVERY)
+                    count += record.count if record.__class__ is EncodedLines else 1
+                    if count - counted >= COUNT_EVERY:
+                        counter.increment(count - counted)
+                        counted = count
             finally:
-                counter.increment(count % COUNT_EVERY)
+                counter.increment(count - counted)
             self._finalize_state(self.get_context_state(None))
         self._finalize_state(self.stream_state)
 
@@ -222,6 +225,35 @@ class TapStream(Stream):
         if batch_config.encoding.format != "jsonl":
             yield from super().get_batches(batch_config, context)  # the SDK's error for an unknown format
             return
+        with self._batch_line_workers(context):
+            yield from self._jsonl_batches(batch_config, context)
+
+    reads_json_lines = False
+    """Whether `parse` reads JSON Lines through `line_workers` when they are set."""
+
+    line_workers: LineWorkers | None = None
+    """While a BATCH sync's JSON Lines are read by worker processes (`_batch_line_workers`): `parse` then gives
+    `EncodedLines`, not records."""
+
+    @contextlib.contextmanager
+    def _batch_line_workers(self, context: dict | None) -> t.Iterator[None]:
+        """Worker processes that read this BATCH sync's JSON Lines (`line_workers`), if its records are only
+        encoded (`batches_encode_records_directly`), can be read without the SDK (`RecordShaper.fast_line`)
+        and the machine has a core to spare (`line_workers.worker_count`)."""
+        count = worker_count()
+        if not (count and self.reads_json_lines and self.batches_encode_records_directly(context)
+                and self.shaper.fast_line is not None):
+            yield
+            return
+        with LineWorkers(self.shaper, count) as self.line_workers:
+            try:
+                yield
+            finally:
+                self.line_workers = None
+
+    def _jsonl_batches(
+        self, batch_config: BatchConfig, context: dict | None
+    ) -> t.Iterator[tuple[BaseBatchFileEncoding, list[str]]]:
         storage = batch_config.storage
         sync_id = f"{self.tap_name}--{self.name}-{uuid.uuid4()}"
         compress = batch_config.encoding.compression == "gzip"
