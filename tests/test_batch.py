@@ -45,13 +45,19 @@ def read_batches(messages: list[dict], stream: str) -> tuple[list[dict], list[st
 
 
 @pytest.mark.parametrize(
-    ("stream", "settings", "overrides"),
+    ("stream", "settings", "overrides", "workers"),
     [
-        ("activities", {"extra_activity_fields": True}, {"snapshot_window_days": 20}),
-        ("enriched_contacts", {}, {"contacts_output_format": "CSV", "snapshot_window_days": 30}),
+        # JSON Lines read by two worker processes (tap_backstory/line_workers.py), and in the tap's own process.
+        ("activities", {"extra_activity_fields": True}, {"snapshot_window_days": 20}, "2"),
+        ("activities", {"record_shapes": "strings", "keyless_every": 50}, {"snapshot_window_days": 20}, "2"),
+        ("activities", {"extra_activity_fields": True}, {"snapshot_window_days": 20}, "0"),
+        ("enriched_contacts", {}, {"contacts_output_format": "JSON", "snapshot_window_days": 30}, "2"),
+        ("enriched_contacts", {}, {"contacts_output_format": "CSV", "snapshot_window_days": 30}, "2"),
     ],
 )
-def test_batch_files_hold_the_record_mode_records_and_the_state_the_bookmark(tmp_path, stream, settings, overrides):
+def test_batch_files_hold_the_record_mode_records_and_the_state_the_bookmark(
+    tmp_path, stream, settings, overrides, workers
+):
     with sandbox(**settings) as sb:
         plain = run(sb, tap_config(sb, stream, **overrides))
     expected = plain.records(stream)
@@ -59,7 +65,8 @@ def test_batch_files_hold_the_record_mode_records_and_the_state_the_bookmark(tmp
 
     root = tmp_path / "batches"
     with sandbox(**settings) as sb:
-        batched = run(sb, tap_config(sb, stream, batch_config=batch_config(root), **overrides))
+        batched = run(sb, tap_config(sb, stream, batch_config=batch_config(root), **overrides),
+                      env={"TAP_BACKSTORY_BATCH_WORKERS": workers})
 
     types = [m["type"] for m in batched.messages]
     assert "RECORD" not in types
@@ -75,8 +82,15 @@ def test_batch_files_hold_the_record_mode_records_and_the_state_the_bookmark(tmp
     states_before = [m["value"] for m in batched.messages[:last_batch] if m["type"] == "STATE"]
     assert all(stream_state(s, stream).get("bookmark") != stream_state(plain.final_state, stream)["bookmark"]
                for s in states_before)
-    if stream == "activities":
+    # Workers read JSON Lines, not CSV.
+    read_by_workers = workers == "2" and overrides.get("contacts_output_format") != "CSV"
+    assert (f"{stream}: JSON Lines read by 2 worker processes" in batched.stderr) == read_by_workers
+    if settings.get("extra_activity_fields"):
         assert all("sentiment" in r["_extra"] for r in records)
+    if settings.get("keyless_every"):  # skipped and counted, as in RECORD mode
+        assert "record(s) without `uid` skipped" in batched.stderr
+        assert "record(s) without `uid` skipped" in plain.stderr
+    if stream == "activities":
         assert all(r["timestamp"].endswith("Z") and r["ingest_timestamp"].endswith("Z") for r in records)
 
 

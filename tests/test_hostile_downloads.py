@@ -6,8 +6,10 @@ Real sandbox (`hostile_*` knobs), real `tap-backstory` executable; peak RSS is t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -143,3 +145,19 @@ def test_records_stream_while_a_slow_download_goes_on_with_progress_lines():
         assert progress, log[-3000:]
         # Downloads start one at a time and widen while the reader waits: on this slow link, to all 4.
         assert sb.stats()["max_data_streams"] == 4, log[-3000:]
+
+
+def test_a_bad_line_read_by_batch_line_workers_is_the_same_one_line_error(tmp_path):
+    """In a BATCH run the lines are read by worker processes (tap_backstory/line_workers.py): the error names the
+    same job, fragment and line as in RECORD mode, and no file is announced for the failed window."""
+    batch = {"encoding": {"format": "jsonl", "compression": "gzip"}, "storage": {"root": tmp_path.as_uri()}}
+    with sandbox(hostile_data="huge_int", fragment_param="ignore") as sb:
+        plain = measured_run(sb, tap_config(sb, "activities", start_date=START))
+        batched = measured_run(sb, tap_config(sb, "activities", start_date=START, batch_config=batch),
+                               env={"TAP_BACKSTORY_BATCH_WORKERS": "2"})
+    assert_one_clear_error(batched, "export job ", "line 1 ", "fragment 0")
+    assert "JSON Lines read by 2 worker processes" in batched.stderr
+    same_job = functools.partial(re.sub, r"export job \S+", "export job J")  # each run creates its own job
+    assert [same_job(line) for line in batched.error_lines] == [same_job(line) for line in plain.error_lines]
+    assert not [json.loads(line) for line in batched.stdout.splitlines() if '"type":"BATCH"' in line]
+    assert not list(tmp_path.rglob("*.gz"))

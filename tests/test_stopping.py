@@ -146,3 +146,46 @@ def test_a_target_that_stops_reading_gets_one_line_and_a_non_zero_exit():
     assert stderr_text.splitlines()[-1] == TARGET_GONE
     assert [line for line in stderr_text.splitlines() if "tap-backstory: error:" in line] == [TARGET_GONE]
     assert "Traceback" not in stderr_text and "Exception ignored" not in stderr_text
+
+
+def test_a_signal_in_a_batch_run_ends_its_line_workers_too(tmp_path):
+    """BATCH JSON Lines are read by worker processes (tap_backstory/line_workers.py): a SIGTERM mid-download ends
+    the run as in RECORD mode, and its workers with it (they ignore the signal themselves and end with the tap)."""
+    with conftest.sandbox(activities_per_day=10, fragments=3, job_queue_seconds=0.1, job_run_seconds=0.2) as sb:
+        config = activities_config(sb)
+        config["batch_config"] = {"encoding": {"format": "jsonl", "compression": "gzip"},
+                                  "storage": {"root": (tmp_path / "batches").as_uri()}}
+        sb.configure(bandwidth_bytes_per_sec=BANDWIDTH)
+        Path(tmp_path, "config.json").write_text(json.dumps(config))
+        stderr_path = tmp_path / "stderr.txt"
+        with open(stderr_path, "w") as stderr:
+            proc = subprocess.Popen(
+                [tap_runner.TAP_EXE, "--config", str(tmp_path / "config.json")],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=tap_runner.tap_env(tap_runner.today_env(sb, {"TAP_BACKSTORY_BATCH_WORKERS": "2"})),
+            )
+        deadline = time.monotonic() + 30
+        while "downloading" not in stderr_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        workers = [pid for pid in children if "line_workers" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        returncode = proc.wait(timeout=30)
+        stopped_after = time.monotonic() - signalled
+        stderr_text = stderr_path.read_text()
+
+    assert returncode == 143, stderr_text[-2000:]
+    assert stopped_after < 2.0
+    # A BATCH run writes its STATE after its files: none yet here.
+    cause = ("tap-backstory: error: stopped by SIGTERM (exit 143) before the run finished; no STATE was written yet, "
+             "so a rerun starts from the same input state (or start_date)")
+    assert [line for line in stderr_text.splitlines() if "tap-backstory: error:" in line] == [cause]
+    assert "Traceback" not in stderr_text
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    assert not [p for p in (tmp_path / "batches").rglob("*") if p.is_file()]  # no file of the cut window

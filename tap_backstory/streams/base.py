@@ -20,7 +20,7 @@ from tap_backstory import schemas
 from tap_backstory.batch_files import publish, write_parquet
 from tap_backstory.batchfile import BatchFileWriter, EncodedLines
 from tap_backstory.formats import RecordShaper
-from tap_backstory.line_workers import LineWorkers, worker_count
+from tap_backstory.line_workers import WORKERS_ENV_VAR, LineWorkers, worker_count
 from tap_backstory.sdk import pop_deselected_record_properties, utc_now
 from tap_backstory.writer import COUNT_EVERY, BufferedMsgSpecWriter, DirectRecordWriter
 
@@ -245,6 +245,8 @@ class TapStream(Stream):
                 and self.shaper.fast_line is not None):
             yield
             return
+        self.logger.info("%s: JSON Lines read by %d worker processes for the BATCH files (%s)", self.name, count,
+                         WORKERS_ENV_VAR)
         with LineWorkers(self.shaper, count) as self.line_workers:
             try:
                 yield
