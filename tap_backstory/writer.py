@@ -105,10 +105,12 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         flush_stdout(max(0.0, deadline - time.monotonic()))
 
 
-OUTPUT_BLOCKS = 4
+OUTPUT_BLOCKS = 2
 """Blocks of RECORD lines (each about PENDING_BYTES) waiting for the output thread: with the block being
-written and the one being filled, at most about 6 MB of lines in memory; a slow target makes the main
-thread wait here."""
+written and the one being filled, at most about 4 MB of lines in memory; a slow target makes the main
+thread wait here. When the kernel's write-back slows the writes to a file, the queue fills: 4 blocks made
+peak RSS at 1M activities 68-74 MB against 62 MB at 100k, 2 blocks 65-67 MB, at the same speed
+(docs/performance.md, round five)."""
 
 
 class OutputThread:
